@@ -1,0 +1,166 @@
+"""Every setting of the toolkit, with its default and a one-line help.
+
+`parse(**kwargs)` applies command-line overrides strictly: an unknown key stops with the closest valid
+name, and each value is coerced to the type of its default. This module imports nothing heavy, so that
+`python main.py help` answers at once.
+"""
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+
+
+def opt(default, help, group='general'):
+    """A setting: its default, a one-line help, and the group `help` lists it under."""
+    kw = {'default_factory': lambda: default} if isinstance(default, list) else {'default': default}
+    return field(metadata={'help': help, 'group': group}, **kw)
+
+
+@dataclass
+class DefaultConfig:
+    # --- data
+    train_data_root: str = opt('./data/train', 'training images, one sub-folder per class (sorted names are the '
+                               'class order); when absent and not given, the bundled digits demo is used', 'data')
+    val_data_root: str = opt('./data/val', 'validation images; when absent, a stratified split of train by val_ratio',
+                             'data')
+    test_data_root: str = opt('./data/test', 'labelled test images (class sub-folders) for testforacc', 'data')
+    data_root: str = opt('', 'folder that testforacc/val evaluate; empty = test_data_root (testforacc) or the '
+                         'validation split (val)', 'data')
+    val_ratio: float = opt(0.15, 'share of train held out for validation when val_data_root is absent', 'data')
+    image_size: int = opt(0, 'side in pixels the images are resized to; 0 = auto: median side of the training '
+                          'images rounded to a multiple of 32, within 32..224', 'data')
+    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (CPU count, at most 8)', 'data')
+    augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop + small translation)',
+                       'augment')
+    sampler: str = opt('shuffle', 'how training batches are drawn: shuffle', 'balance')
+
+    # --- model
+    model: str = opt('ResNet34', 'architecture from the registry (see the model list below), case-insensitive',
+                     'model')
+    pretrained_path: str = opt('', 'local weights file to start from; the head is replaced when the class '
+                               'count differs', 'model')
+
+    # --- optimisation
+    max_epoch: int = opt(15, 'number of training epochs', 'optim')
+    batch_size: int = opt(64, 'images per batch', 'optim')
+    loss: str = opt('ce', 'loss function: ce', 'optim')
+    optimizer: str = opt('adam', 'optimizer: sgd | adam', 'optim')
+    lr: float = opt(1e-3, 'initial learning rate', 'optim')
+    momentum: float = opt(0.9, 'SGD momentum', 'optim')
+    weight_decay: float = opt(1e-4, 'L2 weight decay', 'optim')
+    scheduler: str = opt('plateau', 'learning-rate schedule: plateau (multiply by lr_decay when the validation '
+                         'loss stops improving) | none', 'optim')
+    lr_decay: float = opt(0.5, 'factor the plateau schedule multiplies the learning rate by', 'optim')
+    lr_patience: int = opt(1, 'epochs without validation-loss improvement before the plateau decay', 'optim')
+    seed: int = opt(0, 'random seed (same seed + same data -> same metrics on the CPU)', 'optim')
+
+    # --- runs and checkpoints
+    checkpoint_dir: str = opt('./checkpoints', 'where run directories are created', 'run')
+    run_name: str = opt('', 'run directory name under checkpoint_dir; empty = <model>-<date>-<time>', 'run')
+    load_path: str = opt('', 'checkpoint to evaluate (val, testforacc)', 'run')
+    resume: str = opt('', 'last.pth of an interrupted run: continue it (epoch, optimizer, scheduler, best metric)',
+                      'run')
+    use_gpu: bool = opt(False, 'train on CUDA when available (otherwise one warning and the CPU)', 'run')
+    print_freq: int = opt(20, 'log the training loss every N iterations', 'run')
+
+    # --- dashboard
+    vis: bool = opt(True, 'stream curves to a visdom server when one answers', 'dashboard')
+    env: str = opt('default', 'visdom environment (dashboard tab) the curves go to', 'dashboard')
+    vis_server: str = opt('http://127.0.0.1', 'visdom server address', 'dashboard')
+    vis_port: int = opt(8097, 'visdom server port', 'dashboard')
+
+    def to_dict(self):
+        """The settings as a plain dict (safe to store in a checkpoint)."""
+        return dataclasses.asdict(self)
+
+    def __str__(self):
+        return json.dumps(self.to_dict(), indent=1)
+
+
+class ConfigError(ValueError):
+    """A setting that does not exist or a value that does not fit its type."""
+
+
+def settings():
+    """(name, default, type, help, group) for every setting, in declaration order."""
+    out = []
+    for f in dataclasses.fields(DefaultConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        out.append((f.name, default, type(default), f.metadata['help'], f.metadata['group']))
+    return out
+
+
+def closest(key, names):
+    """The valid name a mistyped key most likely meant, or None."""
+    prefixed = [n for n in names if key.startswith(n + '_') or n.startswith(key + '_')]
+    if prefixed:
+        return max(prefixed, key=len)
+    match = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+_TRUE, _FALSE = {'true', '1', 'yes', 'y', 'on'}, {'false', '0', 'no', 'n', 'off', ''}
+
+
+def coerce(name, value, kind):
+    """Convert a command-line value to the type of the setting's default."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+            raise ValueError
+        if kind is list:
+            if isinstance(value, (list, tuple)):
+                return [str(v) for v in value]
+            text = str(value).strip().strip('[]()')
+            return [v.strip().strip('\'"') for v in text.split(',') if v.strip()]
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(str(value).strip()) if isinstance(value, str) else int(value)
+        if kind is float:
+            return float(value)
+        return value if isinstance(value, str) else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f'--{flag(name)}={value!r} is not a valid {kind.__name__}') from None
+
+
+def flag(name):
+    return name.replace('_', '-')
+
+
+def parse(**kwargs):
+    """DefaultConfig with the given overrides applied; unknown keys and ill-typed values raise ConfigError."""
+    cfg = DefaultConfig()
+    types = {name: kind for name, _, kind, _, _ in settings()}
+    for key, value in kwargs.items():
+        name = key.replace('-', '_')
+        if name not in types:
+            guess = closest(name, list(types))
+            hint = f'; did you mean --{flag(guess)}?' if guess else '; `python main.py help` lists the settings'
+            raise ConfigError(f'unknown setting --{flag(name)}{hint}')
+        setattr(cfg, name, coerce(name, value, types[name]))
+    check(cfg)
+    return cfg
+
+
+def check(cfg):
+    """Range checks that the types alone do not catch."""
+    if not 0 < cfg.val_ratio < 1:
+        raise ConfigError(f'--val-ratio must be between 0 and 1, got {cfg.val_ratio}')
+    for name in ('batch_size', 'max_epoch', 'print_freq'):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f'--{flag(name)} must be at least 1, got {getattr(cfg, name)}')
+    if cfg.image_size and cfg.image_size < 32:
+        raise ConfigError(f'--image-size must be 0 (auto) or at least 32, got {cfg.image_size}')
+    if cfg.lr <= 0:
+        raise ConfigError(f'--lr must be positive, got {cfg.lr}')
+
+
+def from_dict(values):
+    """A DefaultConfig from a stored dict; keys that no longer exist are ignored (older checkpoints)."""
+    known = {name for name, *_ in settings()}
+    return parse(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,82 @@
+"""From settings to datasets and DataLoaders: data roots (or the demo), the validation split, loaders."""
+import os
+
+import torch
+from torch.utils.data import DataLoader
+
+from . import transforms
+from .dataset import ImageFolderDataset, auto_image_size, collate, find_classes, scan, stratified_split
+from .demo import ensure_demo
+
+
+def resolve_roots(cfg):
+    """Point the data roots at the bundled demo when the user gave none and ./data/train does not exist."""
+    given = getattr(cfg, 'given', set())
+    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root):
+        return cfg
+    root = ensure_demo()
+    print(f'no data at {cfg.train_data_root}: using the bundled handwritten-digits demo in {root}')
+    cfg.train_data_root = os.path.join(root, 'train')
+    if 'val_data_root' not in given:
+        cfg.val_data_root = os.path.join(root, 'val')
+    if 'test_data_root' not in given:
+        cfg.test_data_root = os.path.join(root, 'test')
+    return cfg
+
+
+def num_workers(cfg):
+    return min(8, os.cpu_count() or 1) if cfg.num_workers < 0 else cfg.num_workers
+
+
+def train_val_samples(cfg):
+    """(classes, train samples, val samples): val from val_data_root when it exists, else a stratified split."""
+    classes = find_classes(cfg.train_data_root)
+    samples = scan(cfg.train_data_root, classes)
+    if os.path.isdir(cfg.val_data_root):
+        val = ImageFolderDataset.from_folder(cfg.val_data_root, classes).samples
+        return classes, samples, val
+    train_idx, val_idx = stratified_split([label for _, label in samples], cfg.val_ratio, cfg.seed)
+    if not val_idx:
+        raise ValueError(f'{cfg.train_data_root} is too small to hold out a validation split; '
+                         f'add images or give --val-data-root')
+    return classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+
+
+def image_size(cfg, samples):
+    return cfg.image_size or auto_image_size(samples, seed=cfg.seed)
+
+
+def build_train_val(cfg):
+    """Training and validation datasets with their transforms; fixes cfg.image_size when it was 0 (auto)."""
+    classes, train, val = train_val_samples(cfg)
+    cfg.image_size = image_size(cfg, train)
+    return (ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size)),
+            ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size)))
+
+
+def eval_dataset(cfg, root, classes):
+    """A labelled folder to evaluate; classes it has beyond the training ones are refused."""
+    return ImageFolderDataset.from_folder(root, classes, transforms.eval_transform(cfg, cfg.image_size))
+
+
+def seed_worker(worker_id):
+    import random
+    import numpy as np
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def train_loader(dataset, cfg, sampler, generator):
+    workers = num_workers(cfg)
+    # A last batch of one image would break batch norm; drop it only then.
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, worker_init_fn=seed_worker, generator=generator,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available() and cfg.use_gpu,
+                      drop_last=len(dataset) % cfg.batch_size == 1)
+
+
+def eval_loader(dataset, cfg):
+    workers = num_workers(cfg)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate, pin_memory=torch.cuda.is_available() and cfg.use_gpu)

@@ -1,0 +1,78 @@
+"""BasicModule: a classifier network with a named final layer, save/load, and pretrained-weight loading."""
+import torch
+from torch import nn
+
+from utils import checkpoint
+
+
+class BasicModule(nn.Module):
+    """Wraps a network `net` whose last classification layer is reached by `head_path` (e.g. 'fc')."""
+
+    head_path = 'fc'
+
+    def __init__(self, net, num_classes):
+        super().__init__()
+        self.net = net
+        self.num_classes = num_classes
+        self.model_name = type(self).__name__
+
+    def forward(self, x):
+        return self.net(x)
+
+    def forward_features(self, x):
+        """Pooled penultimate features (the input of the final layer), shape (N, D)."""
+        raise NotImplementedError
+
+    @property
+    def head(self):
+        module = self.net
+        for part in self.head_path.split('.'):
+            module = module[int(part)] if part.isdigit() else getattr(module, part)
+        return module
+
+    def save(self, path, **extra):
+        """Write a checkpoint dict (model state, name, class count, plus `extra`) atomically."""
+        checkpoint.save({'model': self.state_dict(), 'model_name': self.model_name,
+                         'num_classes': self.num_classes, **extra}, path)
+
+    def load(self, path, map_location='cpu'):
+        """Load a checkpoint written by `save`; a checkpoint of another model or class count is refused."""
+        ckpt = checkpoint.load(path, map_location)
+        checkpoint.check_compatible(ckpt, self.model_name, self.num_classes, path)
+        self.load_state_dict(ckpt['model'])
+        return ckpt
+
+    def load_pretrained(self, path):
+        """Start from a local weights file (plain state_dict, or a dict holding one under 'model' /
+        'state_dict'); head weights of another class count are left at their random initialisation.
+        Prints the missing and unexpected keys."""
+        state = checkpoint.load(path, 'cpu')
+        for key in ('model', 'state_dict'):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+        state = {_strip(k): v for k, v in state.items() if torch.is_tensor(v)}
+        own = self.net.state_dict()
+        head_keys = {f'{self.head_path}.{n}' for n, _ in self.head.named_parameters()}
+        dropped = [k for k in head_keys if k in state and state[k].shape != own[k].shape]
+        for k in dropped:
+            del state[k]
+        wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+        if wrong:
+            raise ValueError(f'{path}: weights do not fit {self.model_name} (shape differs for {wrong[:3]}); '
+                             f'is it a file for another architecture?')
+        result = self.net.load_state_dict(state, strict=False)
+        if len(result.missing_keys) == len(own):
+            raise ValueError(f'{path}: no weight matches {self.model_name}; is it a file for another architecture?')
+        missing = [k for k in result.missing_keys if k not in dropped]
+        print(f'pretrained weights from {path}: {len(own) - len(result.missing_keys)} tensors loaded'
+              + (f'; head replaced for {self.num_classes} classes' if dropped else '')
+              + (f'; missing {missing}' if missing else '')
+              + (f'; unexpected {result.unexpected_keys}' if result.unexpected_keys else ''))
+        return result
+
+
+def _strip(key):
+    for prefix in ('module.', 'net.', '_orig_mod.'):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key

@@ -1,0 +1,54 @@
+"""Checkpoints are plain dicts, written atomically and read with weights_only=True."""
+import os
+import tempfile
+
+import torch
+
+VERSION = 1
+
+
+def save(obj, path):
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.pth')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load(path, map_location='cpu'):
+    """Read a checkpoint without unpickling code; a clear ValueError when it is missing or not one."""
+    if not os.path.isfile(path):
+        raise ValueError(f'checkpoint {path} does not exist; give the path of a .pth file written by train')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors come in many types; all mean the same to the user
+        raise ValueError(f'{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})') \
+            from None
+
+
+def check_compatible(ckpt, model_name, num_classes=None, path='checkpoint', classes=None):
+    """Say exactly what does not match when a checkpoint is loaded into another model or class list."""
+    if not isinstance(ckpt, dict) or 'model' not in ckpt:
+        raise ValueError(f'{path} is not a checkpoint of this toolkit (no "model" entry)')
+    if ckpt.get('model_name') and ckpt['model_name'].lower() != model_name.lower():
+        raise ValueError(f'{path} holds a {ckpt["model_name"]} model, not {model_name}; '
+                         f'use --model={ckpt["model_name"]} or another checkpoint')
+    if num_classes is not None and ckpt.get('num_classes') not in (None, num_classes):
+        raise ValueError(f'{path} was trained for {ckpt["num_classes"]} classes, this data has {num_classes}')
+    if classes is not None and ckpt.get('classes') and list(ckpt['classes']) != list(classes):
+        theirs, ours = list(ckpt['classes']), list(classes)
+        only_ckpt = [c for c in theirs if c not in ours][:5]
+        only_data = [c for c in ours if c not in theirs][:5]
+        detail = (f'only in checkpoint: {only_ckpt}; only in data: {only_data}' if only_ckpt or only_data
+                  else 'same names in another order')
+        raise ValueError(f'{path} was trained on other classes ({detail})')

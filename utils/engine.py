@@ -1,0 +1,219 @@
+"""The training and evaluation pipeline behind `train`, `val` and `testforacc`."""
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import config
+import models
+from data import loaders
+from data.dataset import BadFileLog
+from data.samplers import build_sampler
+from utils import checkpoint, metrics
+from utils.losses import build_loss
+from utils.optim import build_optimizer, build_scheduler
+from utils.visualize import Visualizer
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def select_device(cfg):
+    """CUDA when asked for and present; otherwise the CPU (with one warning when CUDA was asked for)."""
+    if cfg.use_gpu and torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        return torch.device('cuda')
+    if cfg.use_gpu:
+        print('warning: --use-gpu given but CUDA is not available; running on the CPU')
+    return torch.device('cpu')
+
+
+def merge_given(stored, cfg):
+    """A config from a checkpoint's stored settings, with the settings given on this command line on top."""
+    values = dict(stored)
+    values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ())})
+    merged = config.from_dict(values)
+    merged.given = set(getattr(cfg, 'given', ()))
+    return merged
+
+
+def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog):
+    """One pass over the training data; returns mean loss, accuracy, image count and seconds."""
+    model.train()
+    total_loss, correct, seen, start = 0.0, 0, 0, time.time()
+    bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.max_epoch}', leave=False, dynamic_ncols=True)
+    for i, (images, labels, bad) in enumerate(bar):
+        badlog.add(bad)
+        if images is None or len(labels) < 2:  # batch norm cannot train on a single image
+            continue
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        output = model(images)
+        loss = criterion(output, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step_iter()
+        n = labels.size(0)
+        total_loss += loss.item() * n
+        correct += (output.argmax(1) == labels).sum().item()
+        seen += n
+        if i % cfg.print_freq == 0:
+            bar.set_postfix(loss=f'{total_loss / seen:.4f}', acc=f'{correct / seen:.4f}')
+            vis.plot('train loss (per step)', loss.item(), epoch + i / max(1, len(loader)))
+    return {'loss': total_loss / max(seen, 1), 'acc': correct / max(seen, 1), 'images': seen,
+            'seconds': time.time() - start}
+
+
+@torch.no_grad()
+def evaluate(model, loader, criterion, device, badlog, desc='val'):
+    """Mean loss, accuracy, and the class probabilities and targets of every readable image."""
+    model.eval()
+    total_loss, probs, targets = 0.0, [], []
+    for images, labels, bad in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        badlog.add(bad)
+        if images is None:
+            continue
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        output = model(images)
+        total_loss += criterion(output, labels).item() * labels.size(0)
+        probs.append(output.float().softmax(1).cpu())
+        targets.append(labels.cpu())
+    probs = torch.cat(probs).numpy() if probs else np.zeros((0, 1))
+    targets = torch.cat(targets).numpy() if targets else np.zeros(0, dtype=np.int64)
+    acc = float((probs.argmax(1) == targets).mean()) if len(targets) else 0.0
+    return {'loss': total_loss / max(len(targets), 1), 'acc': acc, 'probs': probs, 'targets': targets}
+
+
+def make_run_dir(cfg):
+    name = cfg.run_name or f'{cfg.model.lower()}-{time.strftime("%Y%m%d-%H%M%S")}'
+    run_dir = os.path.join(cfg.checkpoint_dir, name)
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir
+
+
+def write_json(obj, path):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def fit(cfg):
+    """Train a model as configured; returns the run directory (config, classes, metrics, checkpoints)."""
+    resume = checkpoint.load(cfg.resume) if cfg.resume else None
+    if resume is not None:
+        checkpoint.check_compatible(resume, resume.get('model_name', cfg.model), path=cfg.resume)
+        cfg = merge_given(resume['config'], cfg)
+    cfg = loaders.resolve_roots(cfg)
+    set_seed(cfg.seed)
+    train_set, val_set = loaders.build_train_val(cfg)
+    classes = train_set.classes
+    if resume is not None:
+        checkpoint.check_compatible(resume, resume['model_name'], len(classes), cfg.resume, classes)
+    device = select_device(cfg)
+    run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if resume is not None else make_run_dir(cfg)
+    print('settings:\n' + '\n'.join(f'  {k} = {v!r}' for k, v in cfg.to_dict().items()))
+    write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
+    write_json(classes, os.path.join(run_dir, 'classes.json'))
+    print(f'data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes, '
+          f'{cfg.image_size} px; run directory {run_dir}')
+
+    model = models.build(cfg.model, len(classes), pretrained_path='' if resume else cfg.pretrained_path)
+    model.to(device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = build_sampler(train_set.targets, cfg, generator)
+    train_loader = loaders.train_loader(train_set, cfg, sampler, generator)
+    val_loader = loaders.eval_loader(val_set, cfg)
+    criterion = build_loss(cfg).to(device)
+    optimizer = build_optimizer(model, cfg)
+    schedule = build_scheduler(optimizer, cfg, len(train_loader))
+    start_epoch, best_acc = 0, -1.0
+    if resume is not None:
+        model.load_state_dict(resume['model'])
+        optimizer.load_state_dict(resume['optimizer'])
+        schedule.load_state_dict(resume['scheduler'])
+        start_epoch, best_acc = resume['epoch'] + 1, resume['best_metric']
+        print(f'resuming {cfg.resume} at epoch {start_epoch + 1} (best validation accuracy {best_acc:.4f})')
+    vis = Visualizer(cfg.env, cfg.vis_server, cfg.vis_port, enabled=cfg.vis)
+    badlog = BadFileLog()
+
+    for epoch in range(start_epoch, cfg.max_epoch):
+        generator.manual_seed(cfg.seed + epoch)  # the same epoch draws the same order, resumed or not
+        train = train_one_epoch(model, train_loader, criterion, optimizer, schedule, device, epoch, cfg, vis,
+                                badlog)
+        val = evaluate(model, val_loader, criterion, device, badlog)
+        schedule.step_epoch(val['loss'])
+        improved = val['acc'] > best_acc
+        best_acc = max(best_acc, val['acc'])
+        row = {'epoch': epoch + 1, 'train_loss': train['loss'], 'train_acc': train['acc'], 'val_loss': val['loss'],
+               'val_acc': val['acc'], 'lr': optimizer.param_groups[0]['lr'], 'seconds': round(train['seconds'], 2),
+               'images_per_s': round(train['images'] / max(train['seconds'], 1e-9), 1)}
+        with open(os.path.join(run_dir, 'metrics.jsonl'), 'a') as f:
+            f.write(json.dumps(row) + '\n')
+        state = {'model': model.state_dict(), 'model_name': model.model_name, 'num_classes': len(classes),
+                 'classes': list(classes), 'config': cfg.to_dict(), 'epoch': epoch, 'best_metric': best_acc,
+                 'optimizer': optimizer.state_dict(), 'scheduler': schedule.state_dict(),
+                 'version': checkpoint.VERSION}
+        checkpoint.save(state, os.path.join(run_dir, 'last.pth'))
+        if improved:
+            checkpoint.save(state, os.path.join(run_dir, 'best_model.pth'))
+        for key in ('train_loss', 'val_loss', 'train_acc', 'val_acc', 'lr'):
+            vis.plot(key, row[key], epoch + 1)
+        print(f'epoch {epoch + 1}/{cfg.max_epoch}: train loss {train["loss"]:.4f} acc {train["acc"]:.4f} | '
+              f'val loss {val["loss"]:.4f} acc {val["acc"]:.4f}{" (best)" if improved else ""} | '
+              f'{row["images_per_s"]:.0f} img/s, {train["seconds"]:.1f}s')
+    if badlog.summary():
+        print(badlog.summary())
+    print(f'best validation accuracy {best_acc:.4f}; checkpoints in {run_dir}')
+    return run_dir
+
+
+def load_for_eval(cfg):
+    """(model on its device, effective config, checkpoint) for --load-path."""
+    if not cfg.load_path:
+        raise ValueError('give the checkpoint to evaluate with --load-path=PATH (e.g. checkpoints/<run>/best_model.pth)')
+    ckpt = checkpoint.load(cfg.load_path)
+    checkpoint.check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
+    eval_cfg = merge_given(ckpt.get('config', {}), cfg)
+    model = models.build(ckpt['model_name'], ckpt['num_classes'])
+    model.load_state_dict(ckpt['model'])
+    device = select_device(eval_cfg)
+    return model.to(device), eval_cfg, ckpt, device
+
+
+def evaluate_checkpoint(cfg, split):
+    """Evaluate --load-path on the validation split ('val') or a labelled test folder ('test'); prints the
+    metrics and writes them (and the confusion matrix CSV) beside the checkpoint."""
+    model, cfg, ckpt, device = load_for_eval(cfg)
+    cfg = loaders.resolve_roots(cfg)
+    classes = ckpt['classes']
+    if cfg.data_root:
+        dataset = loaders.eval_dataset(cfg, cfg.data_root, classes)
+    elif split == 'test':
+        dataset = loaders.eval_dataset(cfg, cfg.test_data_root, classes)
+    else:
+        _, val_set = loaders.build_train_val(cfg)
+        dataset = val_set
+    badlog = BadFileLog()
+    result = evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device, badlog, split)
+    probs, targets = result['probs'], result['targets']
+    cm = metrics.confusion_matrix(targets, probs.argmax(1), len(classes))
+    summary = {'images': int(len(targets)), 'loss': result['loss'], 'top1': result['acc'],
+               'top5': metrics.topk_accuracy(probs, targets, 5) if len(classes) >= 5 else None}
+    out_dir = os.path.dirname(os.path.abspath(cfg.load_path))
+    print(metrics.format_per_class(cm, classes))
+    print(f'{split}: {summary["images"]} images, loss {summary["loss"]:.4f}, top-1 {100 * summary["top1"]:.2f}%'
+          + (f', top-5 {100 * summary["top5"]:.2f}%' if summary['top5'] is not None else ''))
+    metrics.write_confusion_csv(cm, classes, os.path.join(out_dir, f'{split}_confusion.csv'))
+    write_json(summary, os.path.join(out_dir, f'{split}_metrics.json'))
+    print(f'confusion matrix and metrics written to {out_dir}/{split}_confusion.csv, {split}_metrics.json')
+    if badlog.summary():
+        print(badlog.summary())
+    return summary
