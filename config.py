@@ -144,6 +144,7 @@ def parse(**kwargs):
             raise ConfigError(f'unknown setting --{flag(name)}{hint}')
         setattr(cfg, name, coerce(name, value, types[name]))
     check(cfg)
+    cfg.given = {key.replace('-', '_') for key in kwargs}  # what the user set; the rest may come from a checkpoint
     return cfg
 
 

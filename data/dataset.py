@@ -1,7 +1,7 @@
 """Folder datasets: class = sub-folder name (sorted), every image converted to RGB, bad files skipped."""
 import os
 import random
-import warnings
+import sys
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -82,7 +82,7 @@ class ImageFolderDataset(Dataset):
         try:
             img = load_rgb(path)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            return BadImage(path, f'{type(e).__name__}: {e}')
+            return BadImage(path, f'{type(e).__name__}: {str(e).replace(repr(path), "").replace(path, "").strip()}')
         return (self.transform(img) if self.transform else img), label
 
 
@@ -114,7 +114,7 @@ class BadFileLog:
         for path, reason in bad:
             if path not in self.seen:
                 self.seen[path] = reason
-                warnings.warn(f'skipped unreadable image {path} ({reason})', stacklevel=2)
+                print(f'warning: skipped unreadable image {path} ({reason})', file=sys.stderr)
 
     def summary(self):
         return f'{len(self.seen)} unreadable image(s) skipped' if self.seen else ''

@@ -60,14 +60,16 @@ class BasicModule(nn.Module):
         if wrong:
             raise ValueError(f'{path}: weights do not fit {self.model_name} (shape differs for {wrong[:3]}); '
                              f'is it a file for another architecture?')
-        result = self.net.load_state_dict(state, strict=False)
-        if len(result.missing_keys) == len(own):
+        matched = [k for k in state if k in own]
+        if not matched:
             raise ValueError(f'{path}: no weight matches {self.model_name}; is it a file for another architecture?')
+        result = self.net.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if k not in dropped]
-        print(f'pretrained weights from {path}: {len(own) - len(result.missing_keys)} tensors loaded'
+        print(f'pretrained weights from {path}: {len(matched)} tensors loaded'
               + (f'; head replaced for {self.num_classes} classes' if dropped else '')
-              + (f'; missing {missing}' if missing else '')
-              + (f'; unexpected {result.unexpected_keys}' if result.unexpected_keys else ''))
+              + (f'; {len(missing)} missing: {_few(missing)}' if missing else '')
+              + (f'; {len(result.unexpected_keys)} unexpected: {_few(result.unexpected_keys)}'
+                 if result.unexpected_keys else ''))
         return result
 
 
@@ -76,3 +78,7 @@ def _strip(key):
         if key.startswith(prefix):
             key = key[len(prefix):]
     return key
+
+
+def _few(keys, n=5):
+    return ', '.join(keys[:n]) + (' ...' if len(keys) > n else '')

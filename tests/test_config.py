@@ -1,0 +1,55 @@
+import pytest
+
+import config
+from main import quote_values
+
+
+def test_unknown_setting_names_the_closest_valid_one():
+    with pytest.raises(config.ConfigError, match=r'unknown setting --lr-rate; did you mean --lr\?'):
+        config.parse(lr_rate=0.1)
+
+
+def test_unknown_setting_with_a_typo_suggests_the_setting():
+    with pytest.raises(config.ConfigError, match='did you mean --batch-size'):
+        config.parse(bach_size=3)
+
+
+@pytest.mark.parametrize('text, expected', [('false', False), ('False', False), ('0', False), ('no', False),
+                                            ('true', True), ('1', True), (True, True), (False, False)])
+def test_booleans_are_coerced_from_text(text, expected):
+    assert config.parse(use_gpu=text).use_gpu is expected
+
+
+def test_a_non_boolean_for_a_boolean_setting_is_refused():
+    with pytest.raises(config.ConfigError, match='not a valid bool'):
+        config.parse(use_gpu='maybe')
+
+
+def test_values_take_the_type_of_their_default():
+    cfg = config.parse(env='0701', batch_size='256', lr='3e-4', max_epoch=2.0)
+    assert cfg.env == '0701' and cfg.batch_size == 256 and cfg.lr == 3e-4 and cfg.max_epoch == 2
+    with pytest.raises(config.ConfigError, match='--batch-size'):
+        config.parse(batch_size='many')
+
+
+def test_command_line_values_reach_parse_as_the_typed_text():
+    # fire alone would turn --env=0701 into the int 701
+    import fire
+    seen = {}
+    fire.Fire(lambda **kw: seen.update(kw), command=quote_values(['--env=0701', '--batch-size', '256', '--use-gpu']))
+    cfg = config.parse(**seen)
+    assert cfg.env == '0701' and cfg.batch_size == 256 and cfg.use_gpu is True
+
+
+def test_range_checks():
+    with pytest.raises(config.ConfigError, match='val-ratio'):
+        config.parse(val_ratio=1.5)
+    with pytest.raises(config.ConfigError, match='image-size'):
+        config.parse(image_size=16)
+
+
+def test_every_setting_has_a_help_line_and_survives_a_round_trip():
+    for name, default, kind, text, group in config.settings():
+        assert text and group, name
+    cfg = config.parse(lr=0.5, env='x')
+    assert config.from_dict(cfg.to_dict()) == cfg

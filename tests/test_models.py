@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+import models
+from utils import checkpoint
+
+NAMES = models.list_models()
+
+
+@pytest.mark.parametrize('size', [32, 64])
+@pytest.mark.parametrize('name', NAMES)
+def test_every_model_classifies_32_and_64_px_into_62_classes(name, size):
+    torch.manual_seed(0)
+    model = models.build(name, 62).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+        feats = model.forward_features(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 62) and torch.isfinite(out).all()
+    assert feats.ndim == 2 and feats.shape[1] == model.head.weight.shape[1]
+
+
+def test_names_are_case_insensitive_and_unknown_names_are_listed():
+    assert models.build('resnet34', 3).model_name == 'ResNet34'
+    with pytest.raises(ValueError, match='choose one of: AlexNet, SqueezeNet'):
+        models.build('ResNet35', 3)
+
+
+def test_pretrained_weights_load_from_a_local_file_and_the_head_is_replaced(tmp_path, capsys):
+    source = models.build('ResNet34', 1000)
+    torch.save(source.net.state_dict(), tmp_path / 'resnet34.pth')  # a torchvision-style weights file
+    model = models.build('ResNet34', 7, pretrained_path=str(tmp_path / 'resnet34.pth'))
+    assert torch.equal(model.net.layer1[0].conv1.weight, source.net.layer1[0].conv1.weight)
+    assert model.net.fc.weight.shape == (7, 512)
+    assert 'head replaced for 7 classes' in capsys.readouterr().out
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    torch.save(models.build('AlexNet', 5).net.state_dict(), tmp_path / 'alex.pth')
+    with pytest.raises(ValueError, match='another architecture'):
+        models.build('ResNet34', 5, pretrained_path=str(tmp_path / 'alex.pth'))
+
+
+def test_basic_module_save_and_load_round_trip_and_refuse_another_model(tmp_path):
+    model = models.build('SqueezeNet', 4)
+    model.save(tmp_path / 'sq.pth', classes=['a', 'b', 'c', 'd'])
+    other = models.build('SqueezeNet', 4)
+    ckpt = other.load(tmp_path / 'sq.pth')
+    assert ckpt['classes'] == ['a', 'b', 'c', 'd']
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(ValueError, match='holds a SqueezeNet model, not AlexNet'):
+        models.build('AlexNet', 4).load(tmp_path / 'sq.pth')
+    with pytest.raises(ValueError, match='trained for 4 classes'):
+        models.build('SqueezeNet', 5).load(tmp_path / 'sq.pth')
+
+
+def test_checkpoints_are_written_atomically_and_read_without_unpickling_code(tmp_path):
+    path = tmp_path / 'c.pth'
+    checkpoint.save({'x': torch.ones(2), 'epoch': 3}, path)
+    assert checkpoint.load(path)['epoch'] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ['c.pth']  # no temporary left behind
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ('pwned',))
+    torch.save({'x': Evil()}, tmp_path / 'evil.pth')
+    with pytest.raises(ValueError, match='not a readable checkpoint'):
+        checkpoint.load(tmp_path / 'evil.pth')
+    with pytest.raises(ValueError, match='does not exist'):
+        checkpoint.load(tmp_path / 'missing.pth')

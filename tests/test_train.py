@@ -1,0 +1,143 @@
+"""End-to-end: the commands as a user types them, on real image folders."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import config
+from conftest import FAST, ROOT, run_cli, write_class_folders
+from utils import engine
+
+
+def fast_args(**extra):
+    return [f'--{k.replace("_", "-")}={v}' for k, v in {**FAST, **extra}.items()]
+
+
+def test_one_epoch_writes_both_checkpoints_config_classes_and_metrics(tiny_data, tmp_path):
+    cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path / 'ck'),
+                       run_name='r', **FAST)
+    run_dir = engine.fit(cfg)
+    names = set(os.listdir(run_dir))
+    assert {'best_model.pth', 'last.pth', 'config.json', 'classes.json', 'metrics.jsonl'} <= names
+    ckpt = torch.load(os.path.join(run_dir, 'last.pth'), weights_only=True)
+    assert ckpt['model_name'] == 'SqueezeNet' and ckpt['classes'] == ['00000', '00001', '00002']
+    assert ckpt['epoch'] == 0 and ckpt['num_classes'] == 3 and 'optimizer' in ckpt and 'scheduler' in ckpt
+    assert json.load(open(os.path.join(run_dir, 'config.json')))['image_size'] == 32
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
+    assert len(rows) == 1 and 0 <= rows[0]['val_acc'] <= 1
+
+
+def test_same_seed_same_data_gives_the_same_metrics(tiny_data, tmp_path):
+    rows = []
+    for name in ('a', 'b'):
+        cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path),
+                           run_name=name, **{**FAST, 'max_epoch': 2})
+        rows.append(open(os.path.join(engine.fit(cfg), 'metrics.jsonl')).read())
+    strip = lambda text: [{k: v for k, v in json.loads(l).items() if k not in ('seconds', 'images_per_s')}
+                          for l in text.splitlines()]
+    assert strip(rows[0]) == strip(rows[1])
+
+
+def test_readme_commands_train_then_testforacc_on_a_traffic_sign_layout(tiny_data, tmp_path):
+    work = tiny_data.parent
+    res = run_cli('train', '--train-data-root=./data/train', '--use-gpu', '--env=classifier',
+                  '--run-name=signs', *fast_args(), cwd=work)
+    assert res.returncode == 0, res.stderr[-2000:]
+    if not torch.cuda.is_available():
+        assert res.stdout.count('CUDA is not available') == 1
+    best = work / 'checkpoints' / 'signs' / 'best_model.pth'
+    assert best.exists() and (work / 'checkpoints' / 'signs' / 'last.pth').exists()
+    assert "env = 'classifier'" in res.stdout  # the effective config is printed
+
+    res = run_cli('testforacc', '--data-root=./data/test', '--batch-size=256', f"--load-path={best}", cwd=work)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'top-1' in res.stdout and '00002' in res.stdout  # per-class table
+    assert 'top-5' not in res.stdout  # 3 classes: top-5 is meaningless
+    csv = (work / 'checkpoints' / 'signs' / 'test_confusion.csv').read_text().splitlines()
+    assert csv[0] == 'true\\predicted,00000,00001,00002' and len(csv) == 4
+    assert sum(int(v) for row in csv[1:] for v in row.split(',')[1:]) == 12
+
+    res = run_cli('val', f'--load-path={best}', cwd=work)
+    assert res.returncode == 0 and 'val:' in res.stdout, res.stderr[-2000:]
+
+
+def test_resume_continues_from_the_last_finished_epoch(tiny_data, tmp_path):
+    cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path), run_name='r',
+                       **{**FAST, 'max_epoch': 1})
+    run_dir = engine.fit(cfg)
+    last = os.path.join(run_dir, 'last.pth')
+    cfg = config.parse(resume=last, max_epoch=3)
+    engine.fit(cfg)
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
+    assert [r['epoch'] for r in rows] == [1, 2, 3]
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt['epoch'] == 2 and ckpt['config']['model'] == 'SqueezeNet'
+
+
+def test_a_run_killed_mid_epoch_resumes_with_the_cli(tmp_path):
+    write_class_folders(tmp_path / 'data' / 'train', ['a', 'b'], 150)
+    args = ['train', '--run-name=k', '--max-epoch=3', '--batch-size=2', '--num-workers=0', '--vis=false',
+            '--model=SqueezeNet', '--image-size=32']
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / 'checkpoints' / 'k' / 'last.pth'
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(last, weights_only=True)['epoch']
+    assert done < 2, 'the run finished before it could be killed; make it longer'
+    res = run_cli('train', f'--resume={last}', cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f'at epoch {done + 2}' in res.stdout
+    rows = [json.loads(line) for line in open(tmp_path / 'checkpoints' / 'k' / 'metrics.jsonl')]
+    assert [r['epoch'] for r in rows] == [1, 2, 3]
+
+
+def test_a_corrupt_image_is_skipped_and_counted_while_training(tiny_data, tmp_path):
+    (tiny_data / 'train' / '00001' / 'zz_broken.png').write_bytes(b'not an image at all')
+    res = run_cli('train', f'--train-data-root={tiny_data / "train"}', f'--checkpoint-dir={tmp_path / "ck"}',
+                  *fast_args())
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.count('zz_broken.png') == 1
+    assert '1 unreadable image(s) skipped' in res.stdout
+
+
+@pytest.mark.parametrize('args, message', [
+    (['train', '--lr-rate=0.1'], 'unknown setting --lr-rate; did you mean --lr?'),
+    (['train', '--train-data-root=/no/such/folder'], 'data folder /no/such/folder does not exist'),
+    (['testforacc', '--load-path=/no/such.pth'], 'checkpoint /no/such.pth does not exist'),
+    (['trian'], "unknown command 'trian'"),
+])
+def test_bad_input_is_one_clear_line_without_traceback(args, message, tmp_path):
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert message in res.stderr and 'Traceback' not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_for_other_classes_is_refused_by_name(tiny_data, tmp_path):
+    cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path), run_name='r', **FAST)
+    best = os.path.join(engine.fit(cfg), 'best_model.pth')
+    write_class_folders(tmp_path / 'other', ['cat', 'dog'], 2)
+    res = run_cli('testforacc', f'--data-root={tmp_path / "other"}', f'--load-path={best}')
+    assert res.returncode == 2 and "classes the model was not trained on: ['cat', 'dog']" in res.stderr
+
+
+def test_help_lists_commands_settings_and_models_fast_without_torch():
+    start = time.time()
+    res = subprocess.run([sys.executable, '-X', 'importtime', os.path.join(ROOT, 'main.py'), 'help'],
+                         capture_output=True, text=True)
+    elapsed = time.time() - start
+    assert res.returncode == 0
+    for text in ('train', 'testforacc', '--lr=0.001', '--use-gpu=False', 'ResNeSt50', 'e.g. python main.py'):
+        assert text in res.stdout
+    assert ' torch' not in res.stderr  # -X importtime lists every imported module on stderr
+    assert elapsed < 3  # generous for a loaded CI machine; about 0.3 s here
