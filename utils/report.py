@@ -1,0 +1,183 @@
+"""Classification metrics: a summary dict, a text table, and files (json, csv, confusion png)."""
+import csv
+import json
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+
+
+def _n_classes(y_true, y_pred, probs, class_names):
+    if class_names is not None:
+        return len(class_names)
+    if probs is not None:
+        return np.asarray(probs).shape[1]
+    return int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
+
+
+def _most_confused(cm, class_names, k):
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:k]  # ties: row-major (true, predicted) order
+    pairs = []
+    for t, p in zip(*np.unravel_index(order, cm.shape)):
+        if off[t, p] > 0:
+            pairs.append(dict(true=int(t), predicted=int(p), true_name=class_names[t],
+                              predicted_name=class_names[p], count=int(off[t, p])))
+    return pairs
+
+
+def classification_summary(y_true, y_pred, probs=None, class_names=None, n_confused=5):
+    """Metrics of integer predictions against integer labels, as a JSON-ready dict.
+
+    Keys: n_samples, n_classes, class_names, top1, top5 (None unless probs is given and there are
+    at least 5 classes), per_class (precision/recall/f1/support per class), macro and weighted
+    averages, confusion (n x n, rows = true, columns = predicted) and most_confused (the largest
+    off-diagonal counts, true -> predicted, at most n_confused).
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
+        raise ValueError(f"y_true and y_pred must be non-empty 1-d label arrays of one length, "
+                         f"got shapes {y_true.shape} and {y_pred.shape}")
+    n = _n_classes(y_true, y_pred, probs, class_names)
+    if min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= n:
+        raise ValueError(f"labels must be class indices in [0, {n}); pass class_names for every class")
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(n)]
+    labels = list(range(n))
+
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    per_class = [dict(name=names[i], precision=float(p[i]), recall=float(r[i]), f1=float(f[i]),
+                      support=int(s[i])) for i in labels]
+    averages = {}
+    for avg in ("macro", "weighted"):
+        ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                        average=avg, zero_division=0)
+        averages[avg] = dict(precision=float(ap), recall=float(ar), f1=float(af), support=len(y_true))
+
+    top5 = None
+    if probs is not None and n >= 5:
+        with warnings.catch_warnings():  # with exactly 5 classes sklearn warns that top-5 is always 1
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            top5 = float(top_k_accuracy_score(y_true, np.asarray(probs), k=5, labels=labels))
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    return dict(n_samples=len(y_true), n_classes=n, class_names=names,
+                top1=float((y_true == y_pred).mean()), top5=top5, per_class=per_class,
+                macro=averages["macro"], weighted=averages["weighted"],
+                confusion=cm.tolist(), most_confused=_most_confused(cm, names, n_confused))
+
+
+def _cut(name, width):
+    return name if len(name) <= width else name[: width - 2] + ".."
+
+
+def format_summary(summary):
+    """A fixed-width text table: per-class rows, averages, accuracy and the most confused pairs."""
+    w = max(12, min(24, max(len(n) for n in summary["class_names"])))
+    row = f"{{:<{w}}} {{:>9}} {{:>9}} {{:>9}} {{:>9}}"
+    num = f"{{:<{w}}} {{:>9.4f}} {{:>9.4f}} {{:>9.4f}} {{:>9d}}"
+    lines = [row.format("class", "precision", "recall", "f1", "support")]
+    for c in summary["per_class"]:
+        lines.append(num.format(_cut(c["name"], w), c["precision"], c["recall"], c["f1"], c["support"]))
+    lines.append("")
+    for avg in ("macro", "weighted"):
+        a = summary[avg]
+        lines.append(num.format(f"{avg} avg", a["precision"], a["recall"], a["f1"], a["support"]))
+    lines.append("")
+    top5 = "n/a" if summary["top5"] is None else f"{summary['top5']:.4f}"
+    lines.append(f"top-1 accuracy {summary['top1']:.4f}   top-5 accuracy {top5}   "
+                 f"({summary['n_samples']} samples, {summary['n_classes']} classes)")
+    if summary["most_confused"]:
+        lines.append("most confused (true -> predicted: count):")
+        for m in summary["most_confused"]:
+            lines.append(f"  {_cut(m['true_name'], w)} -> {_cut(m['predicted_name'], w)}: {m['count']}")
+    return "\n".join(lines)
+
+
+def write_summary(summary, out_dir, prefix):
+    """Write {prefix}_metrics.json, _per_class.csv, _confusion.csv and _confusion.png; return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"{prefix}_{k}") for k in
+             ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png")}
+    with open(paths["metrics.json"], "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(paths["per_class.csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "precision", "recall", "f1", "support"])
+        for c in summary["per_class"]:
+            writer.writerow([c["name"], c["precision"], c["recall"], c["f1"], c["support"]])
+    names = summary["class_names"]
+    with open(paths["confusion.csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted"] + names)
+        for name, counts in zip(names, summary["confusion"]):
+            writer.writerow([name] + counts)
+    confusion_png(summary["confusion"], names, paths["confusion.png"])
+    return paths
+
+
+def _font(size):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow built without FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _shade(v):
+    """White at 0 to dark blue at 1."""
+    lo, hi = np.array([255, 255, 255]), np.array([8, 48, 107])
+    return tuple(int(c) for c in np.round(lo + (hi - lo) * v))
+
+
+def confusion_png(cm, class_names, path):
+    """Draw the confusion matrix as a PNG heatmap (rows = true, columns = predicted).
+
+    Cells are shaded by the row-normalised value (recall per true class); counts are written in
+    the cells when they are big enough; axis labels are class names (cut to 14 characters) up to
+    30 classes, class indices beyond that (every few indices when the cells are narrow).
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    n = cm.shape[0]
+    if cm.shape != (n, n) or len(class_names) != n:
+        raise ValueError(f"confusion matrix must be {len(class_names)} x {len(class_names)}, got {cm.shape}")
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+
+    cell = int(np.clip(640 // n, 6, 48))
+    font, small = _font(12), _font(max(8, min(12, cell // 3)))
+    labels = [_cut(str(c), 14) for c in class_names] if n <= 30 else [str(i) for i in range(n)]
+    line_h = 14
+    step = max(1, int(np.ceil(line_h / cell)))  # leave room for one label line every `step` cells
+    shown = [labels[i] if i % step == 0 else "" for i in range(n)]
+    label_w = max(int(font.getlength(s)) for s in shown) + 8
+    title = f"Confusion matrix ({n} classes, row-normalised; rows = true, columns = predicted)"
+    title_h, grid = 36, cell * n
+    W = max(label_w + grid + 30, int(font.getlength(title)) + 16)
+    H = title_h + grid + label_w + 24
+
+    img = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((8, 10), title, fill="black", font=font)
+    x0, y0 = label_w, title_h
+    show_counts = cell >= 24
+    for t in range(n):
+        for p in range(n):
+            box = (x0 + p * cell, y0 + t * cell, x0 + (p + 1) * cell - 1, y0 + (t + 1) * cell - 1)
+            draw.rectangle(box, fill=_shade(norm[t, p]))
+            if show_counts and cm[t, p]:
+                color = "white" if norm[t, p] > 0.5 else "black"
+                draw.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), str(cm[t, p]),
+                          fill=color, font=small, anchor="mm")
+    draw.rectangle((x0 - 1, y0 - 1, x0 + grid, y0 + grid), outline="gray")
+    for i, s in enumerate(shown):
+        if not s:
+            continue
+        draw.text((x0 - 4, y0 + i * cell + cell / 2), s, fill="black", font=font, anchor="rm")
+        # column labels: drawn horizontally on their own strip, then turned to read bottom-up
+        strip = Image.new("RGB", (label_w, line_h), "white")
+        ImageDraw.Draw(strip).text((label_w - 4, line_h / 2), s, fill="black", font=font, anchor="rm")
+        img.paste(strip.rotate(90, expand=True), (x0 + i * cell + cell // 2 - line_h // 2, y0 + grid + 4))
+    draw.text((x0 + grid / 2, H - 12), "predicted", fill="black", font=font, anchor="mm")
+    img.save(path)

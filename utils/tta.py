@@ -1,0 +1,62 @@
+"""Test-time augmentation: ttach transforms, merged as probabilities."""
+import torch
+import torch.nn as nn
+import ttach as tta
+
+TTA_NAMES = ("none", "hflip", "vflip", "d4", "five_crop", "ten_crop", "multiscale")
+MERGES = ("mean", "gmean", "max", "tsharpen")
+
+
+def build_tta(name, image_size):
+    """Return the ttach.Compose for a TTA name, or None for 'none'.
+
+    five_crop/ten_crop cut 0.875 * image_size crops and resize them back to image_size, so any
+    model that accepts image_size accepts them. multiscale feeds 0.875x, 1x and 1.125x images and
+    needs a model with adaptive pooling. Flips change direction-bearing classes (left/right signs):
+    do not use them there.
+    """
+    crop = round(0.875 * image_size)
+    back = tta.Resize([(image_size, image_size)], interpolation="bilinear")
+    builders = {
+        "none": lambda: None,
+        "hflip": lambda: tta.Compose([tta.HorizontalFlip()]),
+        "vflip": lambda: tta.Compose([tta.VerticalFlip()]),
+        "d4": lambda: tta.Compose([tta.HorizontalFlip(), tta.Rotate90(angles=[0, 90, 180, 270])]),
+        "five_crop": lambda: tta.Compose([tta.FiveCrops(crop, crop), back]),
+        "ten_crop": lambda: tta.Compose([tta.HorizontalFlip(), tta.FiveCrops(crop, crop), back]),
+        "multiscale": lambda: tta.Compose([tta.Scale([0.875, 1, 1.125], interpolation="bilinear")]),
+    }
+    if name not in builders:
+        raise ValueError(f"unknown tta {name!r}; choose from {', '.join(TTA_NAMES)}")
+    return builders[name]()
+
+
+class TTAModel(nn.Module):
+    """Wrap a classifier so that forward(x) returns MERGED PROBABILITIES, (batch, n_classes).
+
+    Each augmented view's logits go through softmax first, then the views are merged: 'mean',
+    'gmean' (geometric mean), 'max', or 'tsharpen' (mean of sqrt(p)). Merging probabilities, not
+    logits, matters: ttach's gmean/tsharpen give NaN on negative logits. Every merge is
+    renormalised so rows sum to 1. transforms=None means no augmentation (softmax of the model).
+    """
+
+    def __init__(self, model, transforms=None, merge="mean"):
+        super().__init__()
+        if merge not in MERGES:
+            raise ValueError(f"unknown tta_merge {merge!r}; choose from {', '.join(MERGES)}")
+        self.model, self.transforms, self.merge = model, transforms, merge
+
+    def forward(self, x):
+        if self.transforms is None:
+            return self.model(x).softmax(dim=1)
+        probs = torch.stack([self.model(t.augment_image(x)).softmax(dim=1) for t in self.transforms])
+        if self.merge == "mean":
+            merged = probs.mean(0)
+        elif self.merge == "gmean":
+            # in log space: a product of many small probabilities underflows to 0
+            merged = probs.clamp_min(1e-30).log().mean(0).exp()
+        elif self.merge == "max":
+            merged = probs.amax(0)
+        else:
+            merged = probs.sqrt().mean(0)
+        return merged / merged.sum(dim=1, keepdim=True)
