@@ -71,11 +71,17 @@ def missing_assets(static_dir=None):
     return [rel for rel in ASSETS if not (static_dir / rel).is_file()]
 
 
+def _user_css(static_dir):
+    # index.html asks static_url() for "../user/style.css" (a handler serves the real one); without a
+    # file at that path tornado logs "Could not open static file" on every page load
+    return static_dir.parent / "user" / "style.css"
+
+
 def is_built(static_dir=None):
     """True when every file is present and version.built stops build.py from downloading."""
     static_dir = Path(static_dir or visdom_static_dir())
     built = static_dir / "version.built"
-    return (not missing_assets(static_dir) and built.is_file()
+    return (not missing_assets(static_dir) and built.is_file() and _user_css(static_dir).exists()
             and built.read_text().strip() == visdom_version())
 
 
@@ -143,6 +149,9 @@ def ensure_static(verbose=True, cache_dir=None, static_dir=None):
     for spec, pairs in by_package.items():
         members, dests = zip(*pairs)
         _extract(tarballs[spec], members, dests)
+    if not _user_css(static_dir).exists():
+        _user_css(static_dir).parent.mkdir(exist_ok=True)
+        _user_css(static_dir).touch()
     (static_dir / "version.built").write_text(visdom_version())
     if verbose:
         print(f"visdom: dashboard files ready in {static_dir}")
