@@ -1,16 +1,113 @@
-"""The loss registry. Each builder takes (cfg, weight) and returns an nn.Module."""
+"""Classification losses, class weights and the loss registry (``cfg.loss`` names a key of LOSSES)."""
+import torch
+import torch.nn.functional as F
 from torch import nn
 
+CLASS_WEIGHT_KINDS = ('none', 'inverse', 'sqrt_inverse', 'effective_number')
 
-def cross_entropy(cfg, weight=None):
+
+class LabelSmoothSoftmaxCE(nn.Module):
+    """Cross-entropy against a smoothed target: ``lb_pos`` on the true class, ``lb_neg`` elsewhere.
+
+    Samples labelled ``ignore_index`` are left out, also of the mean's denominator. An optional
+    per-class ``weight`` scales each sample by ``weight[label]`` and the mean then divides by the
+    sum of those weights, as ``nn.CrossEntropyLoss`` does. ``reduction`` is mean, sum or none
+    ('none' returns the per-sample loss with 0 for ignored samples).
+    """
+
+    def __init__(self, lb_pos=0.9, lb_neg=0.005, reduction='mean', ignore_index=255, weight=None):
+        super().__init__()
+        if reduction not in ('mean', 'sum', 'none'):
+            raise ValueError(f"reduction must be one of mean, sum, none; got {reduction!r}")
+        self.lb_pos, self.lb_neg = lb_pos, lb_neg
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+        self.register_buffer('weight', None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+
+    def forward(self, logits, labels):
+        """Loss of ``logits`` (N, C, ...) against integer ``labels`` (N, ...)."""
+        valid = labels != self.ignore_index
+        # Ignored labels may be out of range (255 > C): point them at class 0, then drop them.
+        safe = torch.where(valid, labels, torch.zeros_like(labels))
+        target = torch.full_like(logits, self.lb_neg).scatter_(1, safe.unsqueeze(1), self.lb_pos)
+        loss = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
+        scale = valid.to(loss.dtype)
+        if self.weight is not None:
+            scale = scale * self.weight.to(loss.dtype)[safe]
+        loss = loss * scale
+        if self.reduction == 'none':
+            return loss
+        if self.reduction == 'sum':
+            return loss.sum()
+        # Clamp so a batch with nothing to learn from gives 0, not NaN.
+        return loss.sum() / scale.sum().clamp(min=torch.finfo(loss.dtype).tiny)
+
+
+class JointLoss(nn.Module):
+    """Weighted sum of two losses on the same output and target."""
+
+    def __init__(self, first, second, first_weight=0.5, second_weight=0.5):
+        super().__init__()
+        self.first, self.second = first, second
+        self.first_weight, self.second_weight = first_weight, second_weight
+
+    def forward(self, output, target):
+        """``first_weight * first(output, target) + second_weight * second(output, target)``."""
+        return (self.first_weight * self.first(output, target)
+                + self.second_weight * self.second(output, target))
+
+
+def class_weights(counts, kind, beta=0.999):
+    """Per-class loss weights from per-class sample ``counts``, averaging 1; None for 'none'.
+
+    Kinds: inverse (1/n), sqrt_inverse (1/sqrt(n)), effective_number ((1-beta)/(1-beta**n),
+    Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples").
+    """
+    kind = str(kind).lower()
+    if kind not in CLASS_WEIGHT_KINDS:
+        raise ValueError(f"unknown class_weight {kind!r}; choose one of {', '.join(CLASS_WEIGHT_KINDS)}")
+    if kind == 'none':
+        return None
+    n = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    if n.numel() == 0 or (n <= 0).any():
+        empty = torch.nonzero(n <= 0).flatten().tolist()
+        raise ValueError(f"class weights need a positive sample count for every class; "
+                         f"classes {empty} have none (got {n.numel()} counts)")
+    if kind == 'inverse':
+        w = 1 / n
+    elif kind == 'sqrt_inverse':
+        w = 1 / n.sqrt()
+    else:
+        if not 0 < beta < 1:
+            raise ValueError(f"effective_number needs 0 < beta < 1, got {beta}")
+        w = (1 - beta) / (1 - beta ** n)
+    return (w * n.numel() / w.sum()).float()
+
+
+def _ce(cfg, weight=None):
     return nn.CrossEntropyLoss(weight=weight)
 
 
-LOSSES = {'ce': cross_entropy}
+def _label_smooth(cfg, weight=None):
+    return LabelSmoothSoftmaxCE(lb_pos=getattr(cfg, 'lb_pos', 0.9), lb_neg=getattr(cfg, 'lb_neg', 0.005),
+                                weight=weight)
+
+
+def _joint(cfg, weight=None):
+    weights = getattr(cfg, 'joint_weights', (0.5, 0.5))
+    if len(weights) != 2:
+        raise ValueError(f"joint_weights must be two numbers (ce, label_smooth), got {weights!r}")
+    first_weight, second_weight = weights
+    return JointLoss(_ce(cfg, weight), _label_smooth(cfg, weight), first_weight, second_weight)
+
+
+# name -> builder(cfg, weight=None) -> nn.Module
+LOSSES = {'ce': _ce, 'label_smooth': _label_smooth, 'joint': _joint}
 
 
 def build_loss(cfg, weight=None):
-    name = cfg.loss.lower()
+    """Build the loss named by ``cfg.loss`` (case-insensitive), with optional class ``weight``."""
+    name = str(getattr(cfg, 'loss', 'ce')).lower()
     if name not in LOSSES:
-        raise ValueError(f'unknown --loss={cfg.loss!r}; choose one of: {", ".join(LOSSES)}')
-    return LOSSES[name](cfg, weight)
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[name](cfg, weight=weight)

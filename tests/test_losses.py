@@ -1,0 +1,108 @@
+"""Label-smoothing CE, joint loss, class weights and the loss registry against hand-computed values."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from utils.losses import LOSSES, JointLoss, LabelSmoothSoftmaxCE, build_loss, class_weights
+
+LOGITS = torch.tensor([[2.0, 0.5, -1.0],
+                       [0.0, 1.0, 3.0],
+                       [1.0, 1.0, 1.0],
+                       [-2.0, 0.0, 2.0]])
+LABELS = torch.tensor([0, 2, 255, 1])
+
+
+def _by_hand(row, label, pos=0.9, neg=0.005):
+    """-sum(target * log_softmax) for one row, written out with math.log/exp."""
+    log_z = math.log(sum(math.exp(v) for v in row))
+    return -sum((pos if c == label else neg) * (v - log_z) for c, v in enumerate(row))
+
+
+def _hand_losses():
+    return [0.0 if int(y) == 255 else _by_hand(LOGITS[i].tolist(), int(y)) for i, y in enumerate(LABELS)]
+
+
+def test_label_smoothing_matches_manual_formula_and_skips_ignored_in_mean():
+    hand = _hand_losses()
+    loss = LabelSmoothSoftmaxCE()(LOGITS, LABELS)
+    assert loss.item() == pytest.approx(sum(hand) / 3, rel=1e-6)
+
+
+def test_label_smoothing_sum_and_none_reductions():
+    hand = _hand_losses()
+    assert LabelSmoothSoftmaxCE(reduction='sum')(LOGITS, LABELS).item() == pytest.approx(sum(hand), rel=1e-6)
+    per_sample = LabelSmoothSoftmaxCE(reduction='none')(LOGITS, LABELS)
+    assert per_sample.tolist() == pytest.approx(hand, rel=1e-6)
+    assert per_sample[2].item() == 0.0
+
+
+def test_label_smoothing_class_weights_scale_samples_and_mean_divides_by_weight_sum():
+    weight = torch.tensor([2.0, 0.5, 1.0])
+    hand = _hand_losses()
+    w = [2.0, 1.0, 0.0, 0.5]
+    loss = LabelSmoothSoftmaxCE(weight=weight)(LOGITS, LABELS)
+    assert loss.item() == pytest.approx(sum(h * wi for h, wi in zip(hand, w)) / sum(w), rel=1e-6)
+    none = LabelSmoothSoftmaxCE(weight=weight, reduction='none')(LOGITS, LABELS)
+    assert none.tolist() == pytest.approx([h * wi for h, wi in zip(hand, w)], rel=1e-6)
+
+
+def test_one_hot_label_smoothing_equals_torch_cross_entropy():
+    weight = torch.tensor([2.0, 0.5, 1.0])
+    ours = LabelSmoothSoftmaxCE(lb_pos=1.0, lb_neg=0.0, weight=weight)(LOGITS, LABELS)
+    ref = nn.CrossEntropyLoss(weight=weight, ignore_index=255)(LOGITS, LABELS)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_all_ignored_batch_gives_zero_not_nan():
+    loss = LabelSmoothSoftmaxCE()(LOGITS[:1], torch.tensor([255]))
+    assert loss.item() == 0.0
+
+
+def test_joint_loss_is_weighted_sum_of_both():
+    labels = torch.tensor([0, 2, 1, 1])
+    ce = nn.functional.cross_entropy(LOGITS, labels).item()
+    ls = sum(_by_hand(LOGITS[i].tolist(), int(y)) for i, y in enumerate(labels)) / 4
+    joint = JointLoss(nn.CrossEntropyLoss(), LabelSmoothSoftmaxCE(), 0.3, 0.7)(LOGITS, labels)
+    assert joint.item() == pytest.approx(0.3 * ce + 0.7 * ls, rel=1e-6)
+
+
+def test_class_weights_match_hand_values_and_average_one():
+    counts = [1, 4, 16]
+    assert class_weights(counts, 'none') is None
+    inverse = [1, 0.25, 0.0625]
+    assert class_weights(counts, 'inverse').tolist() == pytest.approx([3 * v / sum(inverse) for v in inverse])
+    sqrt_inv = [1, 0.5, 0.25]
+    assert class_weights(counts, 'sqrt_inverse').tolist() == pytest.approx([3 * v / 1.75 for v in sqrt_inv])
+    beta = 0.9
+    eff = [(1 - beta) / (1 - beta ** n) for n in counts]
+    got = class_weights(counts, 'effective_number', beta=beta)
+    assert got.tolist() == pytest.approx([3 * v / sum(eff) for v in eff])
+    assert got.mean().item() == pytest.approx(1.0) and got.dtype == torch.float32
+
+
+def test_class_weights_reject_unknown_kind_and_empty_class():
+    with pytest.raises(ValueError, match='inverse'):
+        class_weights([1, 2], 'balanced')
+    with pytest.raises(ValueError, match=r'classes \[1\]'):
+        class_weights([3, 0, 2], 'inverse')
+
+
+def test_build_loss_reads_config_and_is_case_insensitive():
+    weight = torch.tensor([1.0, 2.0, 3.0])
+    assert isinstance(build_loss(SimpleNamespace()), nn.CrossEntropyLoss)
+    ce = build_loss(SimpleNamespace(loss='CE'), weight=weight)
+    assert torch.equal(ce.weight, weight)
+    ls = build_loss(SimpleNamespace(loss='Label_Smooth', lb_pos=0.8, lb_neg=0.1), weight=weight)
+    assert (ls.lb_pos, ls.lb_neg) == (0.8, 0.1) and torch.equal(ls.weight, weight)
+    joint = build_loss(SimpleNamespace(loss='joint', joint_weights=(0.2, 0.8)))
+    assert (joint.first_weight, joint.second_weight) == (0.2, 0.8)
+    assert isinstance(joint.first, nn.CrossEntropyLoss) and isinstance(joint.second, LabelSmoothSoftmaxCE)
+    assert set(LOSSES) == {'ce', 'label_smooth', 'joint'}
+
+
+def test_build_loss_unknown_name_lists_valid_ones():
+    with pytest.raises(ValueError, match='ce, label_smooth, joint'):
+        build_loss(SimpleNamespace(loss='focal'))
