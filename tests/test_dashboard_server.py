@@ -195,7 +195,7 @@ def test_serve_prints_the_url_and_stops_its_server_on_ctrl_c(tmp_path):
         assert f"http://localhost:{port}" in line
         assert get(f"http://127.0.0.1:{port}/")[0] == 200
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0
         with pytest.raises(OSError):
             get(f"http://127.0.0.1:{port}/")
     finally:
