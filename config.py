@@ -69,6 +69,27 @@ class DefaultConfig:
     vis_server: str = opt('http://127.0.0.1', 'visdom server address', 'dashboard')
     vis_port: int = opt(8097, 'visdom server port', 'dashboard')
 
+    # --- evaluation and inference
+    tta: str = opt('none', 'test-time augmentation in val, testforacc, predict and ensemble: none | hflip | vflip | '
+                   'd4 | five_crop | ten_crop | multiscale; flips change direction-bearing classes (keep-left / '
+                   'keep-right signs, digits): use none or crops there', 'inference')
+    tta_merge: str = opt('mean', 'how the TTA views are merged, as probabilities: mean | gmean | max | tsharpen',
+                         'inference')
+    head: str = opt('softmax', 'classifier head of testforacc, val and predict: softmax | svm (the head fitted by '
+                    'the svm command, <checkpoint>_svm.npz beside the checkpoint)', 'inference')
+    topk: int = opt(5, 'predict: classes written per image, most likely first', 'inference')
+    output: str = opt('', 'predict / ensemble: CSV the predictions are written to; empty = predictions.csv '
+                      '(ensemble: ensemble_predictions.csv) beside the (first) checkpoint', 'inference')
+    load_paths: list = opt([], 'ensemble: the member checkpoints, e.g. [a.pth,b.pth,c.pth] (architectures and '
+                           'image sizes may differ)', 'inference')
+    ensemble_weights: list = opt([], 'ensemble: soft-voting weights, one per member, e.g. [2,1,1]; empty = equal',
+                                 'inference')
+    fusion: str = opt('soft', 'ensemble: the method whose predictions --output gets: soft | hard | stacking',
+                      'inference')
+    kfold: int = opt(0, 'train on a stratified, seeded k-fold split of train_data_root: K folds (0 = off); the '
+                     'held-out fold is the validation split', 'inference')
+    fold: int = opt(0, 'which fold (0..kfold-1) is held out as the validation split', 'inference')
+
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint)."""
         return dataclasses.asdict(self)

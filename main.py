@@ -18,6 +18,10 @@ EXAMPLES = {
     'val': 'python main.py val --load-path=checkpoints/<run>/best_model.pth',
     'testforacc': "python main.py testforacc --data-root=./data/test --batch-size=256 "
                   "--load-path='checkpoints/<run>/best_model.pth'",
+    'predict': "python main.py predict --load-path=checkpoints/<run>/best_model.pth --data-root=./new_images "
+               "--output=predictions.csv",
+    'svm': 'python main.py svm --load-path=checkpoints/<run>/best_model.pth',
+    'ensemble': 'python main.py ensemble --load-paths=[a.pth,b.pth,c.pth] --ensemble-weights=[1,1,1]',
     'help': 'python main.py help',
 }
 
@@ -35,9 +39,27 @@ def val(**kwargs):
 
 
 def testforacc(**kwargs):
-    """Top-1 / top-5 accuracy, per-class table and confusion CSV of --load-path on a labelled test folder."""
+    """Full report of --load-path on a labelled test folder: top-1/5, per-class P/R/F1, confusion CSV and PNG."""
     from utils import engine
     engine.evaluate_checkpoint(config.parse(**kwargs), 'test')
+
+
+def predict(**kwargs):
+    """Classify every image under --data-root (flat or nested) with --load-path; writes a CSV of predictions."""
+    from utils import inference
+    inference.predict(config.parse(**kwargs))
+
+
+def svm(**kwargs):
+    """Fit an SVM head on the penultimate features of --load-path; compare it with the softmax head."""
+    from utils import inference
+    inference.fit_svm(config.parse(**kwargs))
+
+
+def ensemble(**kwargs):
+    """Fuse --load-paths checkpoints: each member, soft and hard voting and stacking side by side."""
+    from utils import ensemble as fusion
+    fusion.ensemble(config.parse(**kwargs))
 
 
 def help(**kwargs):
@@ -58,7 +80,8 @@ def help(**kwargs):
     print('\n'.join(lines))
 
 
-COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'help': help}
+COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
+            'ensemble': ensemble, 'help': help}
 
 
 def quote_values(argv):

@@ -29,9 +29,14 @@ def num_workers(cfg):
 
 
 def train_val_samples(cfg):
-    """(classes, train samples, val samples): val from val_data_root when it exists, else a stratified split."""
+    """(classes, train samples, val samples): with --kfold, the held-out fold of train; else val from
+    val_data_root when it exists, else a stratified split."""
     classes = find_classes(cfg.train_data_root)
     samples = scan(cfg.train_data_root, classes)
+    if getattr(cfg, 'kfold', 0):
+        from utils.folds import kfold_indices
+        train_idx, val_idx = kfold_indices([label for _, label in samples], cfg.kfold, cfg.fold, cfg.seed)
+        return classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
     if os.path.isdir(cfg.val_data_root):
         val = ImageFolderDataset.from_folder(cfg.val_data_root, classes).samples
         return classes, samples, val

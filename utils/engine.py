@@ -190,8 +190,10 @@ def load_for_eval(cfg):
 
 def evaluate_checkpoint(cfg, split):
     """Evaluate --load-path on the validation split ('val') or a labelled test folder ('test'); prints the
-    metrics and writes them (and the confusion matrix CSV) beside the checkpoint."""
+    full report and writes it (metrics json, per-class and confusion CSV, confusion PNG) beside the checkpoint."""
+    from utils import inference
     model, cfg, ckpt, device = load_for_eval(cfg)
+    model = inference.wrap(model, cfg)  # --tta / --head=svm
     cfg = loaders.resolve_roots(cfg)
     classes = ckpt['classes']
     if cfg.data_root:
@@ -203,17 +205,4 @@ def evaluate_checkpoint(cfg, split):
         dataset = val_set
     badlog = BadFileLog()
     result = evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device, badlog, split)
-    probs, targets = result['probs'], result['targets']
-    cm = metrics.confusion_matrix(targets, probs.argmax(1), len(classes))
-    summary = {'images': int(len(targets)), 'loss': result['loss'], 'top1': result['acc'],
-               'top5': metrics.topk_accuracy(probs, targets, 5) if len(classes) >= 5 else None}
-    out_dir = os.path.dirname(os.path.abspath(cfg.load_path))
-    print(metrics.format_per_class(cm, classes))
-    print(f'{split}: {summary["images"]} images, loss {summary["loss"]:.4f}, top-1 {100 * summary["top1"]:.2f}%'
-          + (f', top-5 {100 * summary["top5"]:.2f}%' if summary['top5'] is not None else ''))
-    metrics.write_confusion_csv(cm, classes, os.path.join(out_dir, f'{split}_confusion.csv'))
-    write_json(summary, os.path.join(out_dir, f'{split}_metrics.json'))
-    print(f'confusion matrix and metrics written to {out_dir}/{split}_confusion.csv, {split}_metrics.json')
-    if badlog.summary():
-        print(badlog.summary())
-    return summary
+    return inference.report(result, classes, cfg, split, badlog)

@@ -86,8 +86,8 @@ def format_summary(summary):
         a = summary[avg]
         lines.append(num.format(f"{avg} avg", a["precision"], a["recall"], a["f1"], a["support"]))
     lines.append("")
-    top5 = "n/a" if summary["top5"] is None else f"{summary['top5']:.4f}"
-    lines.append(f"top-1 accuracy {summary['top1']:.4f}   top-5 accuracy {top5}   "
+    top5 = "" if summary["top5"] is None else f"top-5 accuracy {summary['top5']:.4f}   "
+    lines.append(f"top-1 accuracy {summary['top1']:.4f}   {top5}"
                  f"({summary['n_samples']} samples, {summary['n_classes']} classes)")
     if summary["most_confused"]:
         lines.append("most confused (true -> predicted: count):")
@@ -111,7 +111,7 @@ def write_summary(summary, out_dir, prefix):
     names = summary["class_names"]
     with open(paths["confusion.csv"], "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["true \\ predicted"] + names)
+        writer.writerow(["true\\predicted"] + names)
         for name, counts in zip(names, summary["confusion"]):
             writer.writerow([name] + counts)
     confusion_png(summary["confusion"], names, paths["confusion.png"])

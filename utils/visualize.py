@@ -44,3 +44,12 @@ class Visualizer:
     def text(self, text, win='log'):
         if self.active:
             self.vis.text(text, win=win, env=self.env)
+
+    def heatmap(self, name, matrix, rownames, columnnames, title=None):
+        """Draw `matrix` (rows x columns) as a heatmap in the window `name`, replacing an older one."""
+        if not self.active:
+            return
+        # visdom draws row 0 at the bottom: flip so the first class is on top, as in the printed matrix
+        self.vis.heatmap(X=[list(map(float, r)) for r in matrix][::-1], win=name,
+                         opts=dict(title=title or name, rownames=list(map(str, rownames))[::-1],
+                                   columnnames=list(map(str, columnnames))))

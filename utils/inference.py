@@ -1,0 +1,258 @@
+"""Inference on a trained checkpoint: the full report of `val` / `testforacc`, test-time augmentation and the
+SVM head as evaluation-time wrappers, the `predict` command (images -> CSV) and the `svm` command."""
+import csv
+import os
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from data import loaders, transforms
+from data.dataset import BadFileLog, ImageFolderDataset, is_image_file
+from utils import engine
+from utils.report import classification_summary, format_summary, write_summary
+from utils.svm_head import fit_svm_head, load_svm_head, save_svm_head
+from utils.tta import MERGES, TTA_NAMES, TTAModel, build_tta
+from utils.visualize import Visualizer, server_up
+
+HEADS = ('softmax', 'svm')
+
+
+def check_settings(cfg):
+    """Refuse an unknown --tta / --tta-merge / --head, or a combination that cannot work, before any work."""
+    if cfg.tta not in TTA_NAMES:
+        raise ValueError(f'unknown --tta={cfg.tta!r}; choose one of: {", ".join(TTA_NAMES)}')
+    if cfg.tta_merge not in MERGES:
+        raise ValueError(f'unknown --tta-merge={cfg.tta_merge!r}; choose one of: {", ".join(MERGES)}')
+    if cfg.head not in HEADS:
+        raise ValueError(f'unknown --head={cfg.head!r}; choose one of: {", ".join(HEADS)}')
+    if cfg.head == 'svm' and cfg.tta != 'none':
+        raise ValueError('--tta works with the softmax head only; use --tta=none with --head=svm')
+    if cfg.topk < 1:
+        raise ValueError(f'--topk must be at least 1, got {cfg.topk}')
+
+
+def svm_head_path(load_path):
+    """Where the SVM head of a checkpoint lives: checkpoints/<run>/best_model.pth -> best_model_svm.npz."""
+    return os.path.splitext(os.path.abspath(load_path))[0] + '_svm.npz'
+
+
+def svm_scores(head, feats, num_classes):
+    """(n, num_classes) decision values of an SVM head whose argmax is the head's own prediction.
+
+    sklearn's one-vs-rest values can break a tie in the pairwise votes differently from libsvm (which picks
+    the lowest class index); the predicted class is lifted to the top so that both always agree."""
+    dec = head.decision_function(feats)
+    if dec.ndim == 1:
+        dec = np.stack([-dec, dec], axis=1)
+    scores = np.full((len(feats), num_classes), -1e3)
+    scores[:, head.classes_.astype(int)] = dec
+    pred = head.predict(feats).astype(int)
+    rows = np.arange(len(feats))
+    scores[rows, pred] = np.maximum(scores[rows, pred], scores.max(axis=1) + 1e-3)
+    return scores
+
+
+class EvalModel(nn.Module):
+    """A classifier with test-time augmentation or an SVM head, returning LOG-probabilities: the evaluation
+    loop's cross-entropy is then the log-loss of the merged probabilities and its softmax gives them back.
+    With the SVM head the 'probabilities' are the softmax of its decision values (not calibrated)."""
+
+    def __init__(self, model, image_size, tta='none', merge='mean', svm=None):
+        super().__init__()
+        self.model, self.svm = model, svm
+        self.tta = TTAModel(model, None if svm is not None else build_tta(tta, image_size), merge)
+
+    def forward(self, x):
+        if self.svm is None:
+            return self.tta(x).clamp_min(1e-30).log()
+        feats = self.model.forward_features(x).float().cpu().numpy()
+        if feats.shape[1] != len(self.svm._arrays['mean']):
+            raise ValueError(f'the SVM head expects {len(self.svm._arrays["mean"])} features, the model gives '
+                             f'{feats.shape[1]}; fit it again with `python main.py svm --load-path=...`')
+        scores = torch.from_numpy(svm_scores(self.svm, feats, self.model.num_classes)).float().to(x.device)
+        return scores.log_softmax(1)
+
+
+def wrap(model, cfg):
+    """The model as val / testforacc / predict use it: unchanged, or with --tta / --head=svm."""
+    check_settings(cfg)
+    if cfg.tta == 'none' and cfg.head == 'softmax':
+        return model
+    svm = None
+    if cfg.head == 'svm':
+        path = svm_head_path(cfg.load_path)
+        if not os.path.isfile(path):
+            raise ValueError(f'no SVM head at {path}; fit one first with `python main.py svm '
+                             f'--load-path={cfg.load_path}`')
+        svm = load_svm_head(path)
+    return EvalModel(model, cfg.image_size, cfg.tta, cfg.tta_merge, svm).eval()
+
+
+def report_prefix(split, cfg):
+    """test, test_tta-five_crop, test_svm ...: runs with another head or TTA keep their own files."""
+    return split + (f'_tta-{cfg.tta}' if cfg.tta != 'none' else '') + ('_svm' if cfg.head == 'svm' else '')
+
+
+def report(result, classes, cfg, split, badlog):
+    """Print the full report of an evaluation (per-class table, averages, top-1 / top-5, most confused pairs)
+    and write it beside the checkpoint: <prefix>_metrics.json, _per_class.csv, _confusion.csv, _confusion.png;
+    the confusion heatmap also goes to the dashboard when a visdom server answers."""
+    probs, targets = result['probs'], result['targets']
+    if not len(targets):
+        raise ValueError(f'no readable image to evaluate ({badlog.summary() or "the folder is empty"})')
+    summary = classification_summary(targets, probs.argmax(1), probs, classes)
+    loss = None if cfg.head == 'svm' else result['loss']  # the log-loss of uncalibrated SVM scores means nothing
+    summary.update(images=int(len(targets)), loss=loss, tta=cfg.tta, tta_merge=cfg.tta_merge, head=cfg.head)
+    print(format_summary(summary))
+    print(f'{split}: {summary["images"]} images' + (f', loss {loss:.4f}' if loss is not None else '')
+          + f', top-1 {100 * summary["top1"]:.2f}%'
+          + (f', top-5 {100 * summary["top5"]:.2f}%' if summary['top5'] is not None else '')
+          + f', macro-F1 {100 * summary["macro"]["f1"]:.2f}%'
+          + (f' (tta {cfg.tta}, {cfg.tta_merge})' if cfg.tta != 'none' else '')
+          + (' (svm head)' if cfg.head == 'svm' else ''))
+    out_dir = os.path.dirname(os.path.abspath(cfg.load_path))
+    prefix = report_prefix(split, cfg)
+    paths = write_summary(summary, out_dir, prefix)
+    print(f'report written to {out_dir}/: ' + ', '.join(os.path.basename(p) for p in paths.values()))
+    if cfg.vis and server_up(cfg.vis_server, cfg.vis_port):
+        Visualizer(cfg.env, cfg.vis_server, cfg.vis_port).heatmap(
+            f'{prefix} confusion', summary['confusion'], classes, classes,
+            title=f'{prefix} confusion (rows = true, columns = predicted)')
+    if badlog.summary():
+        print(badlog.summary())
+    return summary
+
+
+def find_images(root):
+    """Every image under `root` (flat or nested, any depth), sorted by relative path."""
+    if not os.path.isdir(root):
+        raise ValueError(f'folder {root} does not exist; give the images to classify with --data-root=FOLDER')
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        found += [os.path.relpath(os.path.join(dirpath, f), root) for f in filenames if is_image_file(f)]
+    if not found:
+        raise ValueError(f'{root} holds no images (jpg, png, ppm, bmp, tif, webp ...)')
+    return sorted(found, key=lambda p: p.replace(os.sep, '/'))
+
+
+@torch.no_grad()
+def probabilities(model, paths, cfg, device, desc='predict'):
+    """(probs, errors): softmax of the model for every path, a NaN row for a file that cannot be read;
+    errors maps such a path to the reason. The order of the rows is the order of `paths`."""
+    model.eval()
+    dataset = ImageFolderDataset([(p, i) for i, p in enumerate(paths)], ['?'],
+                                 transforms.eval_transform(cfg, cfg.image_size))
+    probs, badlog = None, BadFileLog()
+    for images, index, bad in tqdm(loaders.eval_loader(dataset, cfg), desc=desc, dynamic_ncols=True):
+        badlog.add(bad)
+        if images is None:
+            continue
+        out = model(images.to(device, non_blocking=True)).float().softmax(1).cpu().numpy()
+        if probs is None:
+            probs = np.full((len(paths), out.shape[1]), np.nan)
+        probs[index.numpy()] = out
+    if probs is None:
+        probs = np.full((len(paths), 1), np.nan)
+    return probs, badlog.seen
+
+
+def write_predictions(path, names, probs, classes, topk, errors=None, preds=None):
+    """CSV, one row per image in the given order: path, index, class, confidence, top-k ('class:p' by
+    descending p, separated by ';') and error (the reason a file could not be read, else empty)."""
+    errors = errors or {}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['path', 'index', 'class', 'confidence', f'top{topk}', 'error'])
+        for i, name in enumerate(names):
+            p = probs[i]
+            if np.isnan(p).any():
+                w.writerow([name, '', '', '', '', errors.get(name, 'unreadable')])
+                continue
+            k = int(p.argmax()) if preds is None else int(preds[i])
+            order = [k] + [j for j in np.argsort(-p, kind='stable') if j != k][:topk - 1]
+            w.writerow([name, k, classes[k], f'{p[k]:.6f}', ';'.join(f'{classes[j]}:{p[j]:.4f}' for j in order), ''])
+    os.replace(tmp, path)
+
+
+def predict(cfg):
+    """Classify every image under --data-root (flat or nested) and write the predictions CSV."""
+    if not cfg.data_root:
+        raise ValueError('give the folder of images to classify with --data-root=FOLDER')
+    check_settings(cfg)
+    model, cfg, ckpt, device = engine.load_for_eval(cfg)
+    names = find_images(cfg.data_root)
+    classes = ckpt['classes']
+    model = wrap(model, cfg)
+    probs, errors = probabilities(model, [os.path.join(cfg.data_root, n) for n in names], cfg, device)
+    errors = {os.path.relpath(p, cfg.data_root): reason for p, reason in errors.items()}
+    out = cfg.output or os.path.join(os.path.dirname(os.path.abspath(cfg.load_path)), 'predictions.csv')
+    write_predictions(out, names, probs, classes, min(cfg.topk, len(classes)), errors)
+    print(f'predicted {len(names) - len(errors)} image(s) of {cfg.data_root}'
+          + (f' (tta {cfg.tta})' if cfg.tta != 'none' else '') + (' with the svm head' if cfg.head == 'svm' else '')
+          + f'; predictions in {out}')
+    if errors:
+        print(f'{len(errors)} unreadable image(s), listed in the CSV with an empty prediction: '
+              + ', '.join(sorted(errors)[:10]) + (' ...' if len(errors) > 10 else ''))
+    return out
+
+
+@torch.no_grad()
+def features(model, dataset, cfg, device, desc):
+    """(penultimate features, softmax-head probabilities, labels) of every readable image of `dataset`."""
+    model.eval()
+    feats, probs, labels, badlog = [], [], [], BadFileLog()
+    for images, target, bad in tqdm(loaders.eval_loader(dataset, cfg), desc=desc, leave=False, dynamic_ncols=True):
+        badlog.add(bad)
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)
+        feats.append(model.forward_features(images).float().cpu())
+        probs.append(model(images).float().softmax(1).cpu())
+        labels.append(target)
+    if not feats:
+        raise ValueError(f'no readable image in the {desc} split')
+    return torch.cat(feats).numpy(), torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def fit_svm(cfg):
+    """Fit an SVM head on the penultimate features of --load-path (kind and C chosen on the validation split),
+    print softmax-head and SVM-head accuracy side by side and save the head beside the checkpoint."""
+    model, cfg, ckpt, device = engine.load_for_eval(cfg)
+    cfg = loaders.resolve_roots(cfg)
+    classes = ckpt['classes']
+    _, train, val = loaders.train_val_samples(cfg)
+    tf = transforms.eval_transform(cfg, cfg.image_size)  # features of un-augmented training images
+    splits = {'train': ImageFolderDataset(train, classes, tf), 'val': ImageFolderDataset(val, classes, tf)}
+    test_root = cfg.data_root or cfg.test_data_root
+    if os.path.isdir(test_root):
+        splits['test'] = loaders.eval_dataset(cfg, test_root, classes)
+    data = {name: features(model, ds, cfg, device, name) for name, ds in splits.items()}
+    (ftr, _, ytr), (fval, _, yval) = data['train'], data['val']
+    if len(np.unique(ytr)) < 2:
+        raise ValueError('the SVM head needs training images of at least two classes')
+    print(f'fitting SVM heads on {len(ytr)} x {ftr.shape[1]} features ...')
+    head, table = fit_svm_head(ftr, ytr, fval, yval)
+    for kind, C, acc in table:
+        print(f'  {kind:<6} C={C:<5g} validation accuracy {100 * acc:.2f}%')
+    best_kind, best_c = next((k, c) for k, c, a in table if a == max(a for *_, a in table))
+    path = svm_head_path(cfg.load_path)
+    save_svm_head(head, path)
+    saved = load_svm_head(path)  # report what the saved head predicts, as --head=svm will use it
+    rows, out = [], {'kind': best_kind, 'C': best_c, 'path': path}
+    print(f'\nchosen: {best_kind} C={best_c:g}; head saved to {path} (use it with --head=svm)\n')
+    print(f'{"split":<6} {"images":>7} {"softmax top-1":>14} {"svm top-1":>10} {"softmax F1":>11} {"svm F1":>8}')
+    for name, (f, p, y) in data.items():
+        soft = classification_summary(y, p.argmax(1), class_names=classes)
+        svm = classification_summary(y, saved.predict(f).astype(int), class_names=classes)
+        out[name] = {'images': int(len(y)), 'softmax_top1': soft['top1'], 'svm_top1': svm['top1'],
+                     'softmax_macro_f1': soft['macro']['f1'], 'svm_macro_f1': svm['macro']['f1']}
+        rows.append(out[name])
+        print(f'{name:<6} {len(y):>7} {100 * soft["top1"]:>13.2f}% {100 * svm["top1"]:>9.2f}% '
+              f'{100 * soft["macro"]["f1"]:>10.2f}% {100 * svm["macro"]["f1"]:>7.2f}%')
+    engine.write_json(out, os.path.splitext(path)[0] + '.json')
+    return out
