@@ -44,3 +44,19 @@ class Visualizer:
     def text(self, text, win='log'):
         if self.active:
             self.vis.text(text, win=win, env=self.env)
+
+    def bar(self, name, values, rownames, legend=None):
+        """A grouped bar chart in window `name`: one group per row name, one bar per legend entry (values is
+        rows x legend), replacing an older window of that name."""
+        if not self.active:
+            return
+        import numpy as np
+        values = np.asarray(values, dtype=float).reshape(len(rownames), -1)
+        if values.size < 2:  # visdom cannot draw a single bar
+            return
+        opts = dict(title=name, rownames=list(rownames))
+        if values.shape[1] > 1 and len(rownames) > 1:
+            opts['legend'] = list(legend)
+        elif values.shape[1] > 1:  # visdom refuses row names on one row: the legend names the bars
+            opts = dict(title=f'{name}: {rownames[0]}', legend=list(legend))
+        self.vis.bar(X=values, win=name, opts=opts)
