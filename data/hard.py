@@ -39,7 +39,7 @@ def upsample(train_set, cfg):
     if not cfg.hard_list:
         raise ValueError('--upsample-hard needs --hard-list=checkpoints/<run>/hard_train.csv; write it with '
                          '`python main.py hard --load-path=checkpoints/<run>/best_model.pth`')
-    listed = {os.path.abspath(r['path']) for r in manifest.read(cfg.hard_list)}
+    listed = {os.path.abspath(r['path']) for r in manifest.read(cfg.hard_list, allow_empty=True)}
     hard = [s for s in train_set.samples if os.path.abspath(s[0]) in listed]
     print(f'hard examples: {len(hard)} of {len(listed)} listed images are training images; '
           f'{cfg.upsample_hard} extra region-cropped cop{"y" if cfg.upsample_hard == 1 else "ies"} each')

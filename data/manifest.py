@@ -15,7 +15,7 @@ from .dataset import find_classes, scan, stratified_split
 SPLITS = ('train', 'val', 'test')
 
 
-def read(path):
+def read(path, allow_empty=False):
     """Rows of a manifest as dicts; 'path' is resolved against the manifest's folder."""
     if not os.path.isfile(path):
         raise ValueError(f'manifest {path} does not exist; write one with `python main.py split` '
@@ -36,7 +36,7 @@ def read(path):
                 raise ValueError(f'{path} line {n}: split {split!r} is not one of {", ".join(SPLITS)}')
             row['path'] = os.path.normpath(os.path.join(folder, row['path']))
             rows.append(row)
-    if not rows:
+    if not rows and not allow_empty:
         raise ValueError(f'manifest {path} lists no images')
     return rows
 
@@ -106,7 +106,7 @@ def add_extra(cfg, classes, train):
     have = {os.path.abspath(p) for p, _ in train}
     out = list(train)
     for path in [p.strip() for p in cfg.extra_manifest.split(',') if p.strip()]:
-        rows = [r for r in read(path) if r.get('split', '') in ('', None, 'train')]
+        rows = [r for r in read(path, allow_empty=True) if r.get('split', '') in ('', None, 'train')]
         added = [s for s in samples(rows, classes, path) if os.path.abspath(s[0]) not in have]
         have.update(os.path.abspath(p) for p, _ in added)
         out += added
