@@ -193,7 +193,8 @@ def analyze(root, near_bits=4, near_diff=3.0, progress=True):
                                        for r in records if r['split'] == split).most_common()),
         }
     counts = Counter(p['category'] for p in problems)
-    return {'root': os.path.abspath(root), 'near_bits': near_bits, 'near_diff': near_diff, 'classes': all_classes, 'splits': stats,
+    return {'root': os.path.abspath(root), 'near_bits': near_bits, 'near_diff': near_diff, 'classes': all_classes,
+            'splits': stats,
             'problem_counts': {c: counts.get(c, 0) for c in CATEGORIES}, 'problems': problems, 'files': records}
 
 

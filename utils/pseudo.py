@@ -14,7 +14,6 @@
 The source folder is only read; everything is written to a new run directory.
 """
 import copy
-import json
 import os
 
 import numpy as np
@@ -222,7 +221,3 @@ def run(cfg):
         print(f'last model {cfg.load_path}; last accepted manifest {results[-1][1]}')
     return results
 
-
-def write_summary(results, path):
-    with open(path, 'w') as f:
-        json.dump([r for _, _, r in results], f, indent=1)
