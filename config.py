@@ -89,6 +89,41 @@ class DefaultConfig:
     kfold: int = opt(0, 'train on a stratified, seeded k-fold split of train_data_root: K folds (0 = off); the '
                      'held-out fold is the validation split', 'inference')
     fold: int = opt(0, 'which fold (0..kfold-1) is held out as the validation split', 'inference')
+    # --- data quality: analyze, clean, manifests, pseudo-labels, hard examples
+    manifest: str = opt('', 'CSV manifest (path,label[,split]; paths relative to its folder) used instead of '
+                        'train_data_root; its val rows are the validation split', 'data quality')
+    extra_manifest: str = opt('', 'manifest(s), comma-separated, whose rows are added to the training images '
+                              '(e.g. accepted pseudo-labels)', 'data quality')
+    manifest_out: str = opt('', 'where split writes its manifest; empty = split.csv beside train_data_root',
+                            'data quality')
+    near_dup_bits: int = opt(4, 'analyze: near duplicates differ in at most this many of 64 difference-hash '
+                             'bits (-1 = skip the search)', 'data quality')
+    near_dup_diff: float = opt(3.0, 'analyze: ... and their 16 px grayscale thumbnails by at most this many '
+                               'grey levels on average', 'data quality')
+    clean_categories: list = opt(['zero_byte', 'non_image', 'truncated', 'unreadable', 'exact_dup', 'leak'],
+                                 'what clean moves: zero_byte, non_image, truncated, unreadable, other_file, '
+                                 'exact_dup, near_dup, leak', 'data quality')
+    quarantine_dir: str = opt('', 'where clean moves files; empty = <data root>-quarantine beside the data',
+                              'data quality')
+    dry_run: bool = opt(False, 'clean: only list what would move', 'data quality')
+    undo: bool = opt(False, 'clean: put every quarantined file back', 'data quality')
+    upsample_hard: int = opt(0, 'extra region-cropped copies of each training image listed in hard_list',
+                             'data quality')
+    hard_list: str = opt('', 'manifest of misclassified training images (hard_train.csv written by hard)',
+                         'data quality')
+    unlabeled_root: str = opt('', 'pseudo: folder of unlabelled images (any layout) to label', 'pseudo')
+    pseudo_floor: float = opt(0.9, 'pseudo: global confidence floor; below it nothing is accepted', 'pseudo')
+    pseudo_precision: float = opt(0.95, 'pseudo: per-class threshold = lowest confidence at which the class\'s '
+                                  'precision on the validation split reaches this', 'pseudo')
+    pseudo_min_support: int = opt(5, 'pseudo: validation predictions a class needs above its threshold to '
+                                  'estimate precision; classes with fewer accept nothing', 'pseudo')
+    pseudo_cap: float = opt(0.0, 'pseudo: at most this many accepted images per training image of the class; '
+                            '0 = auto (the median ratio over classes), keeping the merged distribution close '
+                            'to training', 'pseudo')
+    pseudo_tta: str = opt('none', 'pseudo: test-time augmentation for the predictions: none | hflip | vflip | '
+                          'd4 | five_crop | ten_crop | multiscale', 'pseudo')
+    rounds: int = opt(0, 'pseudo: rounds of train (from the previous best, with the accepted images) -> '
+                      'predict -> select after the first selection', 'pseudo')
 
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint)."""

@@ -10,6 +10,7 @@ Every command reads the same settings (config.py); `help` lists them with their 
 """
 import os
 import sys
+import time
 
 import config
 
@@ -22,6 +23,11 @@ EXAMPLES = {
                "--output=predictions.csv",
     'svm': 'python main.py svm --load-path=checkpoints/<run>/best_model.pth',
     'ensemble': 'python main.py ensemble --load-paths=[a.pth,b.pth,c.pth] --ensemble-weights=[1,1,1]',
+    'analyze': 'python main.py analyze --data-root=data',
+    'clean': 'python main.py clean --data-root=data --dry-run   (then without --dry-run; --undo puts all back)',
+    'split': 'python main.py split --train-data-root=data/train --val-ratio=0.15',
+    'pseudo': 'python main.py pseudo --load-path=checkpoints/<run>/best_model.pth --unlabeled-root=external/',
+    'hard': 'python main.py hard --load-path=checkpoints/<run>/best_model.pth',
     'help': 'python main.py help',
 }
 
@@ -60,6 +66,68 @@ def ensemble(**kwargs):
     """Fuse --load-paths checkpoints: each member, soft and hard voting and stacking side by side."""
     from utils import ensemble as fusion
     fusion.ensemble(config.parse(**kwargs))
+def analyze(**kwargs):
+    """Report per split: class counts, sizes, formats, broken files, empty/missing classes, duplicates, leaks."""
+    from data import analyze as report
+    cfg, root = data_root(kwargs)
+    result = report.analyze(root, cfg.near_dup_bits, cfg.near_dup_diff)
+    print(report.format_summary(result))
+    cfg.run_name = cfg.run_name or f'analyze-{time.strftime("%Y%m%d-%H%M%S")}'
+    paths = report.write_report(result, os.path.join(cfg.checkpoint_dir, cfg.run_name))
+    print(f'full report: {paths["report.md"]} (and report.json, problems.csv, files.csv, class_counts.csv)')
+    if cfg.vis:
+        from utils.visualize import Visualizer
+        report.plot_class_counts(result, Visualizer(cfg.env, cfg.vis_server, cfg.vis_port))
+
+
+def clean(**kwargs):
+    """Move flagged files (--clean-categories) to a quarantine beside the data; --dry-run, --undo."""
+    from data import clean as quarantine
+    cfg, root = data_root(kwargs)
+    where = quarantine.quarantine_dir(root, cfg.quarantine_dir)
+    if cfg.undo:
+        restored = quarantine.undo(root, cfg.quarantine_dir)
+        print(f'restored {len(restored)} file(s) from {where}')
+        return
+    moves = quarantine.clean(root, cfg.clean_categories, cfg.quarantine_dir, cfg.dry_run, cfg.near_dup_bits,
+                             cfg.near_dup_diff)
+    print(quarantine.format_moves(moves, where, cfg.dry_run))
+
+
+def split(**kwargs):
+    """Write a stratified, seeded train/val manifest of train_data_root (no file moves)."""
+    from data import loaders, manifest
+    cfg = loaders.resolve_roots(config.parse(**kwargs))
+    rows = manifest.split_rows(cfg)
+    out = manifest.write(manifest.default_split_path(cfg), rows, ('path', 'label', 'split'))
+    n_val = sum(r['split'] == 'val' for r in rows)
+    print(f'{len(rows) - n_val} train and {n_val} val images (seed {cfg.seed}) -> {out}; '
+          f'train with --manifest={out}')
+
+
+def pseudo(**kwargs):
+    """Pseudo-label --unlabeled-root with --load-path through floor, per-class and cap thresholds."""
+    from utils import pseudo as labeller
+    labeller.run(config.parse(**kwargs))
+
+
+def hard(**kwargs):
+    """List the validation / training images --load-path misclassifies (for --upsample-hard)."""
+    from utils import hard as examples
+    examples.find(config.parse(**kwargs))
+
+
+def data_root(kwargs):
+    """(config, the folder analyze and clean work on): --data-root, else the folder above the data roots."""
+    from data import loaders
+    cfg = config.parse(**kwargs)
+    if cfg.data_root:
+        return cfg, cfg.data_root
+    cfg = loaders.resolve_roots(cfg)
+    roots = [r for r in (cfg.train_data_root, cfg.val_data_root, cfg.test_data_root) if os.path.isdir(r)]
+    if not roots:
+        raise ValueError('no data found; give --data-root=FOLDER (train/val/test inside, or class folders)')
+    return cfg, os.path.commonpath([os.path.abspath(r) for r in roots]) if len(roots) > 1 else roots[0]
 
 
 def help(**kwargs):
@@ -81,7 +149,8 @@ def help(**kwargs):
 
 
 COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
-            'ensemble': ensemble, 'help': help}
+            'ensemble': ensemble, 'analyze': analyze, 'clean': clean, 'split': split, 'pseudo': pseudo,
+            'hard': hard, 'help': help}
 
 
 def quote_values(argv):
@@ -120,6 +189,9 @@ def main(argv=None):
             raise
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print('\ninterrupted; resume a training run with --resume=checkpoints/<run>/last.pth', file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ from .demo import ensure_demo
 def resolve_roots(cfg):
     """Point the data roots at the bundled demo when the user gave none and ./data/train does not exist."""
     given = getattr(cfg, 'given', set())
-    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root):
+    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root) or getattr(cfg, 'manifest', ''):
         return cfg
     root = ensure_demo()
     print(f'no data at {cfg.train_data_root}: using the bundled handwritten-digits demo in {root}')
@@ -53,9 +53,11 @@ def image_size(cfg, samples):
 
 def build_train_val(cfg):
     """Training and validation datasets with their transforms; fixes cfg.image_size when it was 0 (auto)."""
-    classes, train, val = train_val_samples(cfg)
+    from . import hard, manifest
+    classes, train, val = manifest.train_val_samples(cfg) if cfg.manifest else train_val_samples(cfg)
+    train = manifest.add_extra(cfg, classes, train)
     cfg.image_size = image_size(cfg, train)
-    return (ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size)),
+    return (hard.upsample(ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size)), cfg),
             ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size)))
 
 

@@ -53,3 +53,18 @@ class Visualizer:
         self.vis.heatmap(X=[list(map(float, r)) for r in matrix][::-1], win=name,
                          opts=dict(title=title or name, rownames=list(map(str, rownames))[::-1],
                                    columnnames=list(map(str, columnnames))))
+    def bar(self, name, values, rownames, legend=None):
+        """A grouped bar chart in window `name`: one group per row name, one bar per legend entry (values is
+        rows x legend), replacing an older window of that name."""
+        if not self.active:
+            return
+        import numpy as np
+        values = np.asarray(values, dtype=float).reshape(len(rownames), -1)
+        if values.size < 2:  # visdom cannot draw a single bar
+            return
+        opts = dict(title=name, rownames=list(rownames))
+        if values.shape[1] > 1 and len(rownames) > 1:
+            opts['legend'] = list(legend)
+        elif values.shape[1] > 1:  # visdom refuses row names on one row: the legend names the bars
+            opts = dict(title=f'{name}: {rownames[0]}', legend=list(legend))
+        self.vis.bar(X=values, win=name, opts=opts)

@@ -1,0 +1,276 @@
+"""analyze, clean / undo, manifests, pseudo-labelling thresholds and hard examples, on real files."""
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import config
+from conftest import FAST, run_cli, write_class_folders
+from data import analyze as report
+from data import clean, loaders, manifest
+from data.demo import ensure_demo
+from data.hard import UpsampledDataset
+from utils import pseudo
+
+
+def tree(root):
+    """{relative path: sha256} of every file, plus every folder (value None): the byte-level state of a tree."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = None
+        for f in filenames:
+            with open(os.path.join(dirpath, f), 'rb') as fh:
+                out[os.path.relpath(os.path.join(dirpath, f), root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def plant_problems(root):
+    """The six problems of the done-when list, planted in a copy of the demo data."""
+    open(os.path.join(root, 'train', '0', 'zero.png'), 'wb').close()
+    good = os.path.join(root, 'train', '1', sorted(os.listdir(os.path.join(root, 'train', '1')))[0])
+    data = open(good, 'rb').read()
+    open(os.path.join(root, 'train', '1', 'cut.png'), 'wb').write(data[:len(data) // 2])
+    open(os.path.join(root, 'train', '2', 'notes.png'), 'w').write('these are notes, not pixels\n')
+    first3 = sorted(os.listdir(os.path.join(root, 'train', '3')))[0]
+    shutil.copy(os.path.join(root, 'train', '3', first3), os.path.join(root, 'train', '3', 'again.png'))
+    first4 = sorted(os.listdir(os.path.join(root, 'train', '4')))[0]
+    shutil.copy(os.path.join(root, 'train', '4', first4), os.path.join(root, 'test', '4', 'copied.png'))
+    os.makedirs(os.path.join(root, 'train', 'empty'))
+    return first3, first4
+
+
+def test_planted_problems_are_each_reported_and_clean_undo_restores_the_folder_byte_identical(tmp_path):
+    root = ensure_demo(str(tmp_path / 'demo'))
+    first3, first4 = plant_problems(root)
+    before = tree(root)
+    out = tmp_path / 'runs'
+    r = run_cli('analyze', f'--data-root={root}', f'--checkpoint-dir={out}', '--run-name=a', '--vis=false')
+    assert r.returncode == 0, r.stderr
+    problems = json.load(open(out / 'a' / 'report.json'))['problems']
+    found = {(p['category'], p['path']) for p in problems}
+    assert ('zero_byte', 'train/0/zero.png') in found
+    assert ('truncated', 'train/1/cut.png') in found
+    assert ('non_image', 'train/2/notes.png') in found
+    assert ('exact_dup', 'train/3/again.png') in found
+    assert ('leak', 'test/4/copied.png') in found
+    assert ('empty_class', 'train/empty') in found
+    assert len([p for p in problems if p['category'] in report.FILE_CATEGORIES]) == 5  # nothing else flagged
+    for name in ('zero.png', 'cut.png', 'notes.png', 'again.png', 'copied.png', 'empty'):
+        assert name in r.stdout
+
+    full = json.load(open(out / 'a' / 'report.json'))
+    assert len(clean.clean(root, report.DEFAULT_CLEAN, dry_run=True, report=full)) == 5
+    assert tree(root) == before and not os.path.exists(root + '-quarantine')  # dry run: nothing moved
+    r = run_cli('clean', f'--data-root={root}')
+    assert r.returncode == 0 and 'moved 5 file(s)' in r.stdout, r.stderr
+    quarantine = root + '-quarantine'
+    assert not os.path.exists(os.path.join(root, 'train', '0', 'zero.png'))
+    assert os.path.exists(os.path.join(quarantine, 'test', '4', 'copied.png'))
+    assert os.path.exists(os.path.join(root, 'train', '3', first3))  # the first copy stays
+    rows = list(csv.DictReader(open(os.path.join(quarantine, 'manifest.csv'))))
+    assert {row['original'] for row in rows} == {'train/0/zero.png', 'train/1/cut.png', 'train/2/notes.png',
+                                                 'train/3/again.png', 'test/4/copied.png'}
+    assert all(row['category'] and len(row['sha256']) == 64 for row in rows)
+    r = run_cli('clean', f'--data-root={root}', '--undo')
+    assert r.returncode == 0 and 'restored 5 file(s)' in r.stdout, r.stderr
+    assert tree(root) == before
+
+
+def write_image(path, arr, fmt=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(arr).save(path, fmt)
+
+
+def test_report_covers_every_category_sizes_modes_formats_and_imbalance(tmp_path):
+    root = tmp_path / 'd'
+    write_class_folders(root / 'train', ['a', 'b', 'c'], 6, seed=0)
+    write_class_folders(root / 'test', ['a', 'b'], 2, seed=1)
+    for i in range(6):  # class a: 12 images, 6 of them grayscale JPEG 40x20 -> imbalance 12 / 6 = 2
+        write_image(str(root / 'train' / 'a' / f'g{i}.jpg'), np.full((20, 40), 20 * i, np.uint8) +
+                    np.arange(40, dtype=np.uint8)[None, :] * (i + 1), 'JPEG')
+    base = np.asarray(Image.open(root / 'train' / 'b' / '000.png'))
+    brighter = np.clip(base.astype(int) + 12, 0, 255).astype(np.uint8)
+    write_image(str(root / 'train' / 'b' / 'brighter.png'), brighter)  # near copy in the same split
+    write_image(str(root / 'test' / 'b' / 'resaved.png'), np.asarray(Image.fromarray(base).resize((64, 64))))
+    shutil.copy(root / 'train' / 'a' / '000.png', root / 'train' / 'b' / 'mislabelled.png')
+    png = io.BytesIO()
+    Image.fromarray(base).save(png, 'PNG')
+    broken = bytearray(png.getvalue())
+    broken[60:200] = bytes(140)  # header intact, compressed pixels garbage
+    (root / 'train' / 'c' / 'garbled.png').write_bytes(bytes(broken))
+    (root / 'train' / 'c' / 'readme.txt').write_text('labels by hand')
+
+    result = report.analyze(str(root), progress=False)
+    by = {}
+    for p in result['problems']:
+        by.setdefault(p['category'], []).append(p)
+    assert [p['path'] for p in by['near_dup']] == ['train/b/brighter.png']
+    assert [p['path'] for p in by['leak']] == ['test/b/resaved.png'] and 'near copy' in by['leak'][0]['detail']
+    assert [p['path'] for p in by['exact_dup']] == ['train/b/mislabelled.png']
+    assert 'labelled a there' in by['exact_dup'][0]['detail']
+    assert [p['path'] for p in by['unreadable']] == ['train/c/garbled.png']
+    assert [p['path'] for p in by['other_file']] == ['train/c/readme.txt']
+    assert [(p['split'], p['class']) for p in by['missing_class']] == [('test', 'c')]
+    train = result['splits']['train']
+    assert train['per_class'] == {'a': 12, 'b': 8, 'c': 6} and train['imbalance'] == 2.0
+    assert train['modes'] == {'RGB': 20, 'L': 6} and train['formats'] == {'PNG': 20, 'JPEG': 6}
+    assert train['sizes']['40x20'] == 6 and train['width']['max'] == 40
+    assert result['splits']['test']['sizes']['64x64'] == 1
+
+    paths = report.write_report(result, str(tmp_path / 'out'))
+    md = open(paths['report.md']).read()
+    assert '| train | 26 |' in md and '### near_dup (1)' in md
+    assert next(csv.DictReader(open(paths['class_counts.csv']))) == {'class': 'a', 'train': '12', 'test': '2'}
+    assert {row['category'] for row in csv.DictReader(open(paths['problems.csv']))} == set(by)
+
+
+def test_clean_refuses_folder_categories_and_undo_refuses_to_overwrite(tmp_path):
+    root = str(tmp_path / 'd')
+    write_class_folders(os.path.join(root, 'train'), ['a', 'b'], 3)
+    open(os.path.join(root, 'train', 'a', 'zero.png'), 'wb').close()
+    with pytest.raises(ValueError, match='folders'):
+        clean.clean(root, ['empty_class'])
+    moved = clean.clean(root, ['zero_byte'])
+    assert [m[0] for m in moved] == ['train/a/zero.png']
+    open(os.path.join(root, 'train', 'a', 'zero.png'), 'w').write('a new file under the old name')
+    state = tree(root), tree(root + '-quarantine')
+    with pytest.raises(ValueError, match='refusing to overwrite'):
+        clean.undo(root)
+    assert (tree(root), tree(root + '-quarantine')) == state  # nothing moved
+
+
+def test_split_manifest_round_trips_and_trains_with_extra_manifest(tmp_path):
+    write_class_folders(tmp_path / 'data' / 'train', ['a', 'b', 'c'], 20)
+    write_class_folders(tmp_path / 'more' / 'x', ['a', 'b'], 2, seed=3)
+    r = run_cli('split', f'--train-data-root={tmp_path / "data" / "train"}', '--val-ratio=0.15', '--seed=3')
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / 'data' / 'split.csv'
+    text = path.read_text().splitlines()
+    assert text[0] == 'path,label,split' and text[1].startswith('train/a/')  # relative to the manifest's folder
+    rows = manifest.read(str(path))
+    assert sum(r['split'] == 'val' for r in rows) == 9  # 3 per class
+    cfg = config.parse(**FAST, train_data_root=str(tmp_path / 'data' / 'train'), val_ratio=0.15, seed=3)
+    assert rows == [dict(r, path=os.path.normpath(os.path.abspath(r['path']))) for r in manifest.split_rows(cfg)]
+
+    extra = manifest.write(str(tmp_path / 'extra.csv'), [{'path': str(tmp_path / 'more' / 'x' / 'a' / '000.png'),
+                                                          'label': 'b'}])
+    cfg = config.parse(**FAST, manifest=str(path), extra_manifest=extra)
+    train_set, val_set = loaders.build_train_val(cfg)
+    assert train_set.classes == ['a', 'b', 'c'] and len(val_set) == 9 and len(train_set) == 51 + 1
+    assert train_set.samples[-1] == (str(tmp_path / 'more' / 'x' / 'a' / '000.png'), 1)
+    assert {p for p, _ in val_set.samples} == {r['path'] for r in rows if r['split'] == 'val'}
+
+
+def test_class_threshold_is_the_lowest_confidence_reaching_the_precision_target():
+    # Class 0 predictions, most confident first: right, right, wrong, right, right, wrong, right (all above 0.5).
+    conf = [0.99, 0.97, 0.95, 0.93, 0.90, 0.80, 0.70]
+    right = [1, 1, 0, 1, 1, 0, 1]
+    probs = np.array([[c, 1 - c] for c in conf] + [[0.2, 0.8]] * 4 + [[0.4, 0.6]])
+    targets = np.array([0 if r else 1 for r in right] + [1] * 4 + [0])
+    t, prec, n = pseudo.class_thresholds(probs, targets, floor=0.5, target=0.8, min_support=1)[0]
+    assert (t, prec, n) == (0.90, 0.8, 5)  # 4 right of the 5 at >= 0.90; at 0.80 it falls to 4/6
+    assert pseudo.class_thresholds(probs, targets, 0.5, 1.0, 1)[0][:2] == (0.97, 1.0)
+    assert pseudo.class_thresholds(probs, targets, 0.5, 1.0, 3)[0][0] == float('inf')  # 3 images never all right
+    assert pseudo.class_thresholds(probs, targets, 0.95, 0.8, 1)[0][0] == 0.97  # the floor cuts first
+    # class 1: the four 0.8s are right, the 0.6 is wrong -> 4/5 at 0.6, 4/4 at 0.8
+    assert pseudo.class_thresholds(probs, targets, 0.5, 0.9, 1)[1][:2] == (0.8, 1.0)
+
+
+def test_class_cap_keeps_the_merged_distribution_close_to_training():
+    train = np.array([100, 50, 50])
+    # class 0 is easy (many confident candidates), classes 1 and 2 are not
+    probs = np.array([[0.99, 0.005, 0.005]] * 300 + [[0.01, 0.98, 0.01]] * 20 + [[0.01, 0.01, 0.98]] * 10)
+    thresholds = [(0.9, 1.0, 10)] * 3
+    accepted, rows, ratio, _ = pseudo.select(probs, train, thresholds, floor=0.9)
+    assert ratio == pytest.approx(0.4)  # median of 300/100, 20/50, 10/50
+    assert [len(a) for a in accepted] == [40, 20, 10] and rows[0]['capped'] == 260
+    uncapped = pseudo.distribution_gap(train, [300, 20, 10])
+    assert pseudo.distribution_gap(train, [40, 20, 10]) < 0.05 < uncapped
+    accepted, _, _, _ = pseudo.select(probs, train, [(0.9, 1.0, 10), (float('inf'), 0.5, 3), (0.9, 1.0, 10)],
+                                      floor=0.9, cap_ratio=1.0)
+    assert [len(a) for a in accepted] == [100, 0, 10]  # class 1 never reached its precision target
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """One SqueezeNet epoch on a manifest of tiny data, plus an unlabelled folder."""
+    from utils import engine
+    tmp = tmp_path_factory.mktemp('pseudo')
+    write_class_folders(tmp / 'data' / 'train', ['a', 'b', 'c'], 12, seed=0)
+    write_class_folders(tmp / 'external' / 'batch1', ['a', 'b', 'c'], 4, seed=7)
+    cfg = config.parse(**FAST, train_data_root=str(tmp / 'data' / 'train'), checkpoint_dir=str(tmp / 'runs'),
+                       run_name='base')
+    rows = manifest.split_rows(cfg)
+    manifest.write(str(tmp / 'data' / 'split.csv'), rows, ('path', 'label', 'split'))
+    cfg = config.parse(**FAST, manifest=str(tmp / 'data' / 'split.csv'), checkpoint_dir=str(tmp / 'runs'),
+                       run_name='base')
+    run_dir = engine.fit(cfg)
+    return tmp, os.path.join(run_dir, 'best_model.pth')
+
+
+def test_pseudo_never_writes_into_the_source_folder(trained):
+    tmp, ckpt = trained
+    source = str(tmp / 'external')
+    before = tree(source)
+    mtimes = {p: os.stat(os.path.join(source, p)).st_mtime_ns for p in before}
+    loose = dict(load_path=ckpt, unlabeled_root=source, pseudo_floor=0.0, pseudo_precision=0.01,
+                 pseudo_min_support=1, pseudo_cap=1.0, num_workers=0, batch_size=8)
+    (run_dir, accepted, rep), = pseudo.run(config.parse(**loose, checkpoint_dir=str(tmp / 'runs'), run_name='p'))
+    assert tree(source) == before
+    assert {p: os.stat(os.path.join(source, p)).st_mtime_ns for p in before} == mtimes
+    assert not pseudo.inside(run_dir, source) and rep['images'] == 12
+    rows = manifest.read(accepted, allow_empty=True)
+    assert len(rows) == rep['accepted'] > 0 and all(r['path'].startswith(source) for r in rows)
+    assert {'path', 'label', 'confidence'} <= set(rows[0])
+    per_class = list(csv.DictReader(open(os.path.join(run_dir, 'pseudo_report.csv'))))
+    assert [r['class'] for r in per_class] == ['a', 'b', 'c'] and 'est_precision' in per_class[0]
+    with pytest.raises(ValueError, match='never writes into the source folder'):
+        pseudo.run(config.parse(**loose, checkpoint_dir=os.path.join(source, 'runs')))
+    assert tree(source) == before
+
+
+def test_hard_lists_misclassified_images_and_upsample_adds_region_cropped_copies(trained):
+    from utils import hard
+    tmp, ckpt = trained
+    written = hard.find(config.parse(load_path=ckpt, num_workers=0))
+    rows = manifest.read(written['train'], allow_empty=True)
+    assert all(r['label'] != r['predicted'] for r in rows)
+    cfg = config.parse(**FAST, manifest=str(tmp / 'data' / 'split.csv'))
+    plain, _ = loaders.build_train_val(cfg)
+    hard_rows = [{'path': p, 'label': plain.classes[t]} for p, t in plain.samples[:3]]
+    listed = manifest.write(str(tmp / 'hard_list.csv'), hard_rows)
+    cfg = config.parse(**FAST, manifest=str(tmp / 'data' / 'split.csv'), upsample_hard=2, hard_list=listed)
+    up, _ = loaders.build_train_val(cfg)
+    assert isinstance(up, UpsampledDataset) and len(up) == len(plain) + 6
+    assert up.targets[len(plain):] == [t for _, t in plain.samples[:3]] * 2
+    import torch
+    torch.manual_seed(0)
+    a, b = up[len(plain)][0], up[len(plain) + 3][0]  # two copies of the same image, two random regions
+    assert a.shape == plain[0][0].shape and not torch.equal(a, b)
+
+
+def test_class_distribution_bar_chart_reaches_a_running_dashboard(tmp_path):
+    from utils.dashboard import free_port, start_server, stop_server
+    from utils.visdom_static import is_built
+    if not is_built() and shutil.which('npm') is None:
+        pytest.skip("visdom's static files are missing and npm is not installed")
+    from utils.visualize import Visualizer
+    port = free_port()
+    proc = start_server(port=port, env_path=tmp_path, timeout=30)
+    try:
+        vis = Visualizer('analyze_test', 'http://127.0.0.1', port)
+        result = {'classes': ['a', 'b'], 'splits': {'train': {'per_class': {'a': 3, 'b': 1}},
+                                                    'test': {'per_class': {'a': 1}}}}
+        report.plot_class_counts(result, vis)
+        assert vis.vis.win_exists('class distribution', env='analyze_test')
+        data = json.loads(vis.vis.get_window_data('class distribution', env='analyze_test'))
+        assert [d['y'] for d in data['content']['data']] == [[3, 1], [1, 0]]
+    finally:
+        stop_server(proc)

@@ -1,0 +1,223 @@
+"""Pseudo-labels for external images, accepted only through three thresholds:
+
+1. a global confidence floor (--pseudo-floor);
+2. a per-class threshold chosen on the validation split: the lowest confidence at which the images the model
+   assigns to that class are right at least --pseudo-precision of the time (with --pseudo-min-support
+   validation images behind the estimate; a class that never gets there accepts nothing);
+3. a per-class cap (--pseudo-cap accepted images per training image of the class; auto = the median ratio
+   over classes), so the merged data keeps the training distribution instead of flooding the easy classes.
+
+    python main.py pseudo --load-path=checkpoints/<run>/best_model.pth --unlabeled-root=external/
+    python main.py train --extra-manifest=checkpoints/<pseudo run>/accepted.csv
+    python main.py pseudo --load-path=... --unlabeled-root=... --rounds=2     # train -> predict -> select, twice more
+
+The source folder is only read; everything is written to a new run directory.
+"""
+import copy
+import os
+
+import numpy as np
+import torch
+
+from data import loaders, manifest, transforms
+from data.dataset import ImageFolderDataset, is_image_file
+
+
+def image_paths(root):
+    """Every image file under root (any depth, any layout), sorted."""
+    if not os.path.isdir(root):
+        raise ValueError(f'--unlabeled-root={root!r} is not a folder; give the folder of images to label')
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+        out += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f)]
+    if not out:
+        raise ValueError(f'{root} holds no images; give --unlabeled-root=FOLDER with image files')
+    return out
+
+
+@torch.no_grad()
+def predict(model, paths, classes, cfg, device, tta='none'):
+    """Class probabilities (len(paths) x classes) of the images at `paths`, NaN rows for unreadable files;
+    with a TTA name, the views are merged as probabilities (utils.tta)."""
+    from utils.tta import TTAModel, build_tta
+    wrapped = TTAModel(model, build_tta(tta, cfg.image_size)).eval()
+    data = ImageFolderDataset([(p, i) for i, p in enumerate(paths)], classes,
+                              transforms.eval_transform(cfg, cfg.image_size))
+    probs = np.full((len(paths), len(classes)), np.nan, dtype=np.float64)
+    for images, index, bad in loaders.eval_loader(data, cfg):
+        if images is not None:
+            probs[index.numpy()] = wrapped(images.to(device)).float().cpu().numpy()
+    return probs
+
+
+def class_thresholds(probs, targets, floor, target, min_support):
+    """Per class: (threshold, estimated precision, support). The threshold is the lowest confidence >= floor
+    at which the validation images predicted as that class with at least that confidence are correct for a
+    share >= target, counting at least min_support images; inf (accept nothing) when no confidence gets
+    there. Precision is the plain share correct above the threshold."""
+    probs, targets = np.asarray(probs), np.asarray(targets)
+    pred, conf = probs.argmax(1), probs.max(1)
+    out = []
+    for c in range(probs.shape[1]):
+        mask = (pred == c) & (conf >= floor)
+        order = np.argsort(-conf[mask], kind='stable')
+        conf_c, right = conf[mask][order], (targets[mask][order] == c)
+        count = np.arange(1, len(conf_c) + 1)
+        precision = np.cumsum(right) / count
+        # A cut can only fall between different confidences: every image tied with the last one is in.
+        ends = np.r_[conf_c[1:] < conf_c[:-1], True] if len(conf_c) else np.zeros(0, bool)
+        ok = np.flatnonzero(ends & (count >= min_support) & (precision >= target))
+        if len(ok):
+            k = ok[-1]
+            out.append((float(conf_c[k]), float(precision[k]), int(count[k])))
+        else:
+            out.append((float('inf'), float(precision[-1]) if len(conf_c) else float('nan'), int(len(conf_c))))
+    return out
+
+
+def class_caps(train_counts, candidates, cap_ratio=0.0):
+    """Most images to accept per class: cap_ratio (auto: the median candidates / training ratio over the
+    classes) times the class's training count, never more than its candidates."""
+    train_counts, candidates = np.asarray(train_counts, float), np.asarray(candidates, float)
+    if cap_ratio <= 0:
+        ratios = candidates / np.maximum(train_counts, 1)
+        cap_ratio = float(np.median(ratios[train_counts > 0])) if (train_counts > 0).any() else 0.0
+    return np.minimum(candidates, np.floor(cap_ratio * train_counts)).astype(int), cap_ratio
+
+
+def select(probs, train_counts, thresholds, floor, cap_ratio=0.0):
+    """(accepted indices per class, per-class rows): candidates pass the floor and their predicted class's
+    threshold; the most confident ones are kept up to the class cap."""
+    ok = ~np.isnan(probs).any(1)
+    pred = np.where(ok, np.nan_to_num(probs).argmax(1), -1)
+    conf = np.where(ok, np.nan_to_num(probs).max(1), 0.0)
+    n = probs.shape[1]
+    thr = np.array([t for t, _, _ in thresholds])
+    passed = [np.flatnonzero((pred == c) & (conf >= floor) & (conf >= thr[c])) for c in range(n)]
+    caps, ratio = class_caps(train_counts, [len(p) for p in passed], cap_ratio)
+    accepted, rows = [], []
+    for c in range(n):
+        keep = passed[c][np.argsort(-conf[passed[c]], kind='stable')][:caps[c]]
+        accepted.append(keep)
+        predicted = int((pred == c).sum())
+        rows.append({'class': c, 'train': int(train_counts[c]), 'predicted': predicted,
+                     'below_floor': int(((pred == c) & (conf < floor)).sum()),
+                     'below_threshold': int(((pred == c) & (conf >= floor) & (conf < thr[c])).sum()),
+                     'capped': int(len(passed[c]) - len(keep)), 'accepted': int(len(keep)),
+                     'rejected': predicted - int(len(keep)), 'threshold': thresholds[c][0],
+                     'est_precision': thresholds[c][1], 'val_support': thresholds[c][2]})
+    return accepted, rows, ratio, int((~ok).sum())
+
+
+def distribution_gap(train_counts, accepted_counts):
+    """Total-variation distance between the training and the merged class distributions."""
+    t = np.asarray(train_counts, float)
+    m = t + np.asarray(accepted_counts, float)
+    return float(0.5 * np.abs(t / t.sum() - m / m.sum()).sum())
+
+
+def check_settings(cfg):
+    if not 0 <= cfg.pseudo_floor <= 1 or not 0 < cfg.pseudo_precision <= 1:
+        raise ValueError('--pseudo-floor must be in [0, 1] and --pseudo-precision in (0, 1]')
+    if cfg.pseudo_cap < 0 or cfg.rounds < 0 or cfg.pseudo_min_support < 1:
+        raise ValueError('--pseudo-cap and --rounds must be >= 0 and --pseudo-min-support >= 1')
+    if not cfg.unlabeled_root:
+        raise ValueError('give the images to label with --unlabeled-root=FOLDER')
+
+
+def inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def label_once(cfg, run_name):
+    """Predict --unlabeled-root with --load-path and accept pseudo-labels into checkpoint_dir/run_name; returns
+    (run dir, accepted.csv, report dict). Writes accepted.csv (path,label,confidence), pseudo_report.csv, .json."""
+    from utils import engine
+    check_settings(cfg)
+    model, cfg, ckpt, device = engine.load_for_eval(cfg)
+    paths = image_paths(cfg.unlabeled_root)
+    base = copy.copy(cfg)
+    base.run_name = run_name
+    if inside(os.path.join(base.checkpoint_dir, base.run_name), cfg.unlabeled_root):
+        raise ValueError(f'--checkpoint-dir={cfg.checkpoint_dir} is inside --unlabeled-root; pseudo never writes '
+                         f'into the source folder: choose a checkpoint dir outside it')
+    # Thresholds and the training distribution come from the plain training data of the checkpoint.
+    plain = loaders.resolve_roots(copy.copy(cfg))
+    plain.extra_manifest, plain.upsample_hard = '', 0
+    train_set, val_set = loaders.build_train_val(plain)
+    classes = ckpt['classes']
+    if list(train_set.classes) != list(classes):
+        raise ValueError(f'the training data of {cfg.load_path} no longer has the classes it was trained on')
+    train_counts = np.bincount(train_set.targets, minlength=len(classes))
+    val_probs = predict(model, [p for p, _ in val_set.samples], classes, cfg, device, cfg.pseudo_tta)
+    readable = ~np.isnan(val_probs).any(1)
+    thresholds = class_thresholds(val_probs[readable], np.array(val_set.targets)[readable], cfg.pseudo_floor,
+                                  cfg.pseudo_precision, cfg.pseudo_min_support)
+    probs = predict(model, paths, classes, cfg, device, cfg.pseudo_tta)
+    accepted, rows, ratio, unreadable = select(probs, train_counts, thresholds, cfg.pseudo_floor, cfg.pseudo_cap)
+
+    run_dir = engine.make_run_dir(base)
+    out = os.path.join(run_dir, 'accepted.csv')
+    manifest.write(out, [{'path': paths[i], 'label': classes[c], 'confidence': f'{probs[i].max():.4f}'}
+                         for c, idx in enumerate(accepted) for i in idx], ('path', 'label', 'confidence'))
+    for r in rows:
+        r['class'] = classes[r['class']]
+    counts = [r['accepted'] for r in rows]
+    report = {'checkpoint': os.path.abspath(cfg.load_path), 'unlabeled_root': os.path.abspath(cfg.unlabeled_root),
+              'images': len(paths), 'unreadable': unreadable, 'accepted': int(sum(counts)), 'floor': cfg.pseudo_floor,
+              'precision_target': cfg.pseudo_precision, 'cap_ratio': ratio, 'tta': cfg.pseudo_tta,
+              'distribution_gap': distribution_gap(train_counts, counts), 'classes': rows}
+    engine.write_json(report, os.path.join(run_dir, 'pseudo_report.json'))
+    from data.analyze import write_csv
+    fields = ['class', 'train', 'predicted', 'below_floor', 'below_threshold', 'capped', 'accepted', 'rejected',
+              'threshold', 'est_precision', 'val_support']
+    write_csv(os.path.join(run_dir, 'pseudo_report.csv'), fields, rows)
+    print(format_report(report))
+    print(f'accepted manifest {out}; train with --extra-manifest={out}')
+    return run_dir, out, report
+
+
+def format_report(report):
+    width = max(5, max(len(r['class']) for r in report['classes']))
+    lines = [f'{"class":<{width}} {"train":>6} {"pred":>6} {"<floor":>6} {"<thr":>6} {"capped":>6} {"accept":>6} '
+             f'{"thresh":>7} {"est.prec":>8} {"val n":>5}']
+    for r in report['classes']:
+        thr = 'never' if r['threshold'] == float('inf') else f'{r["threshold"]:.4f}'
+        prec = '-' if np.isnan(r['est_precision']) else f'{r["est_precision"]:.3f}'
+        lines.append(f'{r["class"]:<{width}} {r["train"]:>6} {r["predicted"]:>6} {r["below_floor"]:>6} '
+                     f'{r["below_threshold"]:>6} {r["capped"]:>6} {r["accepted"]:>6} {thr:>7} {prec:>8} '
+                     f'{r["val_support"]:>5}')
+    lines.append(f'{report["accepted"]} of {report["images"]} images accepted ({report["unreadable"]} unreadable); '
+                 f'floor {report["floor"]}, precision target {report["precision_target"]}, cap '
+                 f'{report["cap_ratio"]:.3f} x training count, distribution gap (total variation) '
+                 f'{report["distribution_gap"]:.4f}')
+    return '\n'.join(lines)
+
+
+def run(cfg):
+    """label_once, then --rounds times: train from the previous best with the accepted images added, and label
+    again with the new best. Returns the list of (run dir, accepted.csv, report) per selection."""
+    import time
+    from utils import engine
+    from utils.checkpoint import load
+    check_settings(cfg)
+    if not cfg.load_path:
+        raise ValueError('give the model that labels the images with --load-path=checkpoints/<run>/best_model.pth')
+    name = cfg.run_name if 'run_name' in getattr(cfg, 'given', ()) else f'pseudo-{time.strftime("%Y%m%d-%H%M%S")}'
+    results = [label_once(cfg, f'{name}-round0' if cfg.rounds else name)]
+    for r in range(1, cfg.rounds + 1):
+        train_cfg = engine.merge_given(load(cfg.load_path)['config'], cfg)
+        train_cfg.extra_manifest, train_cfg.pretrained_path, train_cfg.resume = results[-1][1], cfg.load_path, ''
+        train_cfg.run_name = f'{name}-train{r}'
+        print(f'round {r}/{cfg.rounds}: training from {cfg.load_path} with {results[-1][2]["accepted"]} '
+              f'pseudo-labelled images')
+        run_dir = engine.fit(train_cfg)
+        cfg = copy.copy(cfg)
+        cfg.load_path = os.path.join(run_dir, 'best_model.pth')
+        results.append(label_once(cfg, f'{name}-round{r}'))
+    if cfg.rounds:
+        print(f'last model {cfg.load_path}; last accepted manifest {results[-1][1]}')
+    return results
+
