@@ -69,6 +69,12 @@ class DefaultConfig:
     vis_server: str = opt('http://127.0.0.1', 'visdom server address', 'dashboard')
     vis_port: int = opt(8097, 'visdom server port', 'dashboard')
 
+    # --- dashboard server and replay
+    vis_host: str = opt('127.0.0.1', '`dashboard` binds here; visdom has no login, so any non-loopback address '
+                        'lets everyone who reaches the port read and change it (a warning says so)', 'dashboard')
+    vis_env_path: str = opt('./.visdom', 'folder where `dashboard` keeps the env files (saved tabs) and its log',
+                            'dashboard')
+
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint)."""
         return dataclasses.asdict(self)

@@ -19,6 +19,8 @@ EXAMPLES = {
     'testforacc': "python main.py testforacc --data-root=./data/test --batch-size=256 "
                   "--load-path='checkpoints/<run>/best_model.pth'",
     'help': 'python main.py help',
+    'dashboard': 'python main.py dashboard --port=8097',
+    'replay': 'python main.py replay --run=checkpoints/<run> --env=classifier',
 }
 
 
@@ -40,6 +42,20 @@ def testforacc(**kwargs):
     engine.evaluate_checkpoint(config.parse(**kwargs), 'test')
 
 
+def dashboard(port=None, host=None, **kwargs):
+    """Start the visdom dashboard server (offline-safe, 127.0.0.1 by default) and print its URL; Ctrl-C stops it."""
+    from utils.dashboard import serve
+    cfg = config.parse(**kwargs)
+    port = cfg.vis_port if port is None else config.coerce('vis_port', port, int)
+    serve(port=port, host=cfg.vis_host if host is None else str(host), env_path=cfg.vis_env_path)
+
+
+def replay(run='', **kwargs):
+    """Push a run's recorded dashboard (checkpoints/<run>/visdom.log) to the visdom server."""
+    from utils.replay import replay_run
+    replay_run(str(run), config.parse(**kwargs))
+
+
 def help(**kwargs):
     """List the commands, every setting with its default, and the registered models."""
     import models
@@ -58,7 +74,8 @@ def help(**kwargs):
     print('\n'.join(lines))
 
 
-COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'help': help}
+COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'help': help, 'dashboard': dashboard,
+            'replay': replay}
 
 
 def quote_values(argv):
