@@ -3,7 +3,7 @@ import json
 import os
 import tempfile
 
-from utils.visualize import LOG_NAME
+from utils.visualize import LOG_NAME, client_class
 
 
 def read_log(path, env=None):
@@ -29,9 +29,8 @@ def replay_run(run, cfg):
         raise ValueError(f'{path} does not exist: a run records its dashboard there unless trained with --vis=false')
     env = cfg.env if 'env' in getattr(cfg, 'given', ()) else None
     calls = read_log(path, env)
-    import visdom
     try:
-        vis = visdom.Visdom(server=cfg.vis_server, port=cfg.vis_port, use_incoming_socket=False,
+        vis = client_class()(server=cfg.vis_server, port=cfg.vis_port, use_incoming_socket=False,
                             raise_exceptions=True)
     except ConnectionError:
         raise ValueError(f'no visdom server at {cfg.vis_server}:{cfg.vis_port}: start one with '

@@ -10,8 +10,10 @@ LOG_NAME = 'visdom.log'
 TIMEOUT = (2, 10)  # seconds to connect, to answer: a hung server costs one wait, then we stop sending
 
 
-def _client_class():
+def client_class():
+    """visdom.Visdom with request timeouts and without its notices ("Setting up a new session...")."""
     import visdom
+    logging.getLogger('visdom').setLevel(logging.ERROR)
 
     class Client(visdom.Visdom):
         """visdom's client with a timeout on every request; errors raise (raise_exceptions) instead of printing."""
@@ -35,8 +37,7 @@ class Visualizer:
         self.address = f'{server}:{port}'
         if not enabled:
             return
-        logging.getLogger('visdom').setLevel(logging.ERROR)  # its "no incoming socket" notice on every start
-        client = _client_class()
+        client = client_class()
         options = dict(env=env, use_incoming_socket=False, raise_exceptions=True, log_to_filename=log_path)
         try:
             self.vis = client(server=server, port=port, **options)
