@@ -146,12 +146,13 @@ def test_windows_have_titles_and_axis_labels(client, live_run):
 
 
 def test_rerun_into_the_same_env_replaces_the_windows(client, live_run, data, server, tmp_path):
-    before = set(json.loads(client.get_window_data(env='live')))
-    again = train(data, tmp_path, 'again', server, 'live', max_epoch=1)
-    assert set(json.loads(client.get_window_data(env='live'))) == before
-    assert traces(client, WIN['epoch_loss'])['train']['x'] == [1]
-    assert len(traces(client, WIN['loss'])['raw']['x']) == logged_steps(1)
-    assert rows(again)[0]['epoch'] == 1
+    replay_run(live_run, config.parse(vis_port=server, env='rerun'))  # env 'rerun' now holds a 2-epoch run
+    before = set(json.loads(client.get_window_data(env='rerun')))
+    assert len(before) == len(WIN)
+    train(data, tmp_path, 'again', server, 'rerun', max_epoch=1)
+    assert set(json.loads(client.get_window_data(env='rerun'))) == before
+    assert traces(client, WIN['epoch_loss'], 'rerun')['train']['x'] == [1]
+    assert len(traces(client, WIN['loss'], 'rerun')['raw']['x']) == logged_steps(1)
 
 
 def test_no_server_one_warning_then_replay_reproduces_the_live_windows(client, live_run, data, tmp_path, capsys):
