@@ -89,7 +89,7 @@ class RunDashboard:
                            for s in (train_set, val_set)], 1)
         self.vis.call('bar', X=counts, win=WIN['classes'],
                       opts=dict(title=WIN['classes'], legend=['train', 'validation'], rownames=self.classes,
-                                xlabel='class', ylabel='images'))
+                                xlabel='class', ylabel='images', xtype='category'))
 
     def show_log(self):
         settings = '\n'.join(f'{k} = {v!r}' for k, v in self.cfg.to_dict().items())
@@ -102,7 +102,11 @@ class RunDashboard:
         if self.batch_shown or not self.vis.active:
             return
         self.batch_shown = True
-        shown = enlarge(unnormalize(images[:GRID]), 64)
+        images = images[:GRID]
+        if images.shape[-1] > 2 * TILE:  # keep the grid (and the log) small for large images
+            import torch.nn.functional as F
+            images = F.interpolate(images.float(), size=(2 * TILE, 2 * TILE), mode='bilinear', antialias=True)
+        shown = enlarge(unnormalize(images), 64)
         names = ' '.join(self.classes[int(t)] for t in labels[:GRID])
         self.vis.call('images', shown, nrow=8, win=WIN['batch'],
                       opts=dict(title=WIN['batch'], caption=f'first batch, un-normalised; classes: {names}',
@@ -115,7 +119,7 @@ class RunDashboard:
         self.ema = loss if self.ema is None else SMOOTHING * self.ema + (1 - SMOOTHING) * loss
         x = epoch + i / max(1, iters)
         self.vis.plot(WIN['loss'], [loss, self.ema], x, legend=['raw', 'smoothed'])
-        self.vis.plot(WIN['lr'], lr, x)
+        self.vis.plot(WIN['lr'], lr, x, ytype='log')
 
     def epoch(self, row, val, val_set, bad_paths=()):
         """The per-epoch windows from the metrics row and the validation result (probs, targets)."""
@@ -132,10 +136,11 @@ class RunDashboard:
         per_class = np.nan_to_num(metrics.per_class_accuracy(cm))
         self.vis.call('bar', X=per_class, win=WIN['per_class'],
                       opts=dict(title=f'{WIN["per_class"]} (epoch {e})', rownames=self.classes,
-                                xlabel='class', ylabel='accuracy', ytickmin=0, ytickmax=1))
+                                xlabel='class', ylabel='accuracy', ytickmin=0, ytickmax=1, xtype='category'))
         self.vis.call('heatmap', cm, win=WIN['confusion'],
                       opts=dict(title=f'{WIN["confusion"]} (epoch {e})', columnnames=self.classes,
-                                rownames=self.classes, xlabel='predicted', ylabel='true'))
+                                rownames=self.classes, xlabel='predicted', ylabel='true', xtype='category',
+                                ytype='category'))
         self.show_worst(probs, targets, val_set, bad_paths, e)
         left = self.epochs_left * float(np.mean(self.epoch_times))
         self.lines.append(f'epoch {e}/{self.cfg.max_epoch}: {self.epoch_times[-1]:.1f} s, '

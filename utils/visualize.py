@@ -71,14 +71,14 @@ class Visualizer:
             if not self.log_path:
                 self.vis = None
 
-    def plot(self, name, y, x, xlabel='epoch', legend=None):
+    def plot(self, name, y, x, xlabel='epoch', legend=None, **opts):
         """Append point(s) y at x to the line window `name`; the first call of a run replaces an old window.
-        With `legend`, y is one value per trace."""
+        With `legend`, y is one value per trace; `opts` are visdom's (e.g. ytype='log')."""
         import numpy as np
         first = name not in self.started
         self.started.add(name)
         y = np.atleast_2d(np.asarray(y, dtype=float))
-        opts = dict(title=name, xlabel=xlabel, ylabel=name, **({'legend': legend} if legend else {}))
+        opts = dict(title=name, xlabel=xlabel, ylabel=name, **({'legend': legend} if legend else {}), **opts)
         self.call('line', Y=y, X=np.full_like(y, x), win=name, update=None if first else 'append',
                   opts=opts if first else None)
 
