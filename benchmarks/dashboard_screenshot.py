@@ -34,7 +34,7 @@ def train_demo(port, env, epochs):
     """A short real training run on the bundled digits demo, streamed to the server."""
     import config
     from utils import engine
-    cfg = config.parse(model='ResNet34', max_epoch=epochs, batch_size=32, image_size=32, print_freq=5,
+    cfg = config.parse(model='SqueezeNet', max_epoch=epochs, batch_size=32, image_size=32, print_freq=5,
                        num_workers=0, env=env, vis_port=port, checkpoint_dir=tempfile.mkdtemp(prefix='demo-run-'))
     start = time.perf_counter()
     engine.fit(cfg)
@@ -47,7 +47,7 @@ def main():
     parser.add_argument("--url", default=None, help="running server to photograph (default: start one with demo plots)")
     parser.add_argument("--env", default="demo", help="visdom env to show (default: demo)")
     parser.add_argument("--train", type=int, default=0, metavar="EPOCHS",
-                        help="instead of demo plots, train ResNet34 on the digits demo for EPOCHS (default: 0)")
+                        help="instead of demo plots, train SqueezeNet on the digits demo for EPOCHS (default: 0)")
     parser.add_argument("--height", type=int, default=900, help="browser window height in pixels (default: 900)")
     args = parser.parse_args()
     proc = None

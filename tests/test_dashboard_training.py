@@ -5,15 +5,19 @@ import io
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import config
-from conftest import write_class_folders
+from conftest import ROOT, run_cli, write_class_folders
 from utils import engine
 from utils.dashboard import dump_dom, find_chromium, free_port, screenshot, start_server, stop_server
 from utils.panes import WIN, RunDashboard
@@ -213,3 +217,24 @@ def test_headless_chromium_renders_every_training_window(client, live_run, serve
     dom = dump_dom(url, window_size=(1400, 1400))
     assert dom.count('js-plotly-plot') >= 7  # loss, lr, loss/epoch, acc/epoch, per-class, confusion, classes
     assert dom.count('data:image/png;base64') >= 2 and 'SqueezeNet' in dom
+
+
+def test_dashboard_and_replay_commands_serve_the_page_and_push_a_recorded_run(live_run, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), 'dashboard', f'--port={port}',
+                             f'--vis-env-path={tmp_path}'], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert f'http://localhost:{port}' in proc.stdout.readline()
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=10) as page:
+            assert page.status == 200
+        res = run_cli('replay', f'--run={live_run}', f'--vis-port={port}', '--env=cli')
+        assert res.returncode == 0 and 'replayed' in res.stdout, res.stderr[-2000:]
+        import visdom
+        vis = visdom.Visdom(port=port, use_incoming_socket=False, raise_exceptions=True)
+        assert set(json.loads(vis.get_window_data(env='cli'))) == set(WIN.values())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        stop_server(proc)
+    res = run_cli('replay', f'--run={live_run}', f'--vis-port={port}')
+    assert res.returncode == 2 and res.stderr.strip().count('\n') == 0 and 'python main.py dashboard' in res.stderr
