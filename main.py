@@ -47,7 +47,10 @@ def dashboard(port=None, host=None, **kwargs):
     from utils.dashboard import serve
     cfg = config.parse(**kwargs)
     port = cfg.vis_port if port is None else config.coerce('vis_port', port, int)
-    serve(port=port, host=cfg.vis_host if host is None else str(host), env_path=cfg.vis_env_path)
+    try:
+        serve(port=port, host=cfg.vis_host if host is None else str(host), env_path=cfg.vis_env_path)
+    except RuntimeError as e:  # npm missing, server crashed: say what to do in one line
+        raise ValueError(str(e)) from None
 
 
 def replay(run='', **kwargs):
