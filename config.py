@@ -124,6 +124,11 @@ class DefaultConfig:
                           'd4 | five_crop | ten_crop | multiscale', 'pseudo')
     rounds: int = opt(0, 'pseudo: rounds of train (from the previous best, with the accepted images) -> '
                       'predict -> select after the first selection', 'pseudo')
+    # --- dashboard server and replay
+    vis_host: str = opt('127.0.0.1', '`dashboard` binds here; visdom has no login, so any non-loopback address '
+                        'lets everyone who reaches the port read and change it (a warning says so)', 'dashboard')
+    vis_env_path: str = opt('./.visdom', 'folder where `dashboard` keeps the env files (saved tabs) and its log',
+                            'dashboard')
 
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint)."""

@@ -29,6 +29,8 @@ EXAMPLES = {
     'pseudo': 'python main.py pseudo --load-path=checkpoints/<run>/best_model.pth --unlabeled-root=external/',
     'hard': 'python main.py hard --load-path=checkpoints/<run>/best_model.pth',
     'help': 'python main.py help',
+    'dashboard': 'python main.py dashboard --port=8097',
+    'replay': 'python main.py replay --run=checkpoints/<run> --env=classifier',
 }
 
 
@@ -66,6 +68,8 @@ def ensemble(**kwargs):
     """Fuse --load-paths checkpoints: each member, soft and hard voting and stacking side by side."""
     from utils import ensemble as fusion
     fusion.ensemble(config.parse(**kwargs))
+
+
 def analyze(**kwargs):
     """Report per split: class counts, sizes, formats, broken files, empty/missing classes, duplicates, leaks."""
     from data import analyze as report
@@ -130,6 +134,23 @@ def data_root(kwargs):
     return cfg, os.path.commonpath([os.path.abspath(r) for r in roots]) if len(roots) > 1 else roots[0]
 
 
+def dashboard(port=None, host=None, **kwargs):
+    """Start the visdom dashboard server (offline-safe, 127.0.0.1 by default) and print its URL; Ctrl-C stops it."""
+    from utils.dashboard import serve
+    cfg = config.parse(**kwargs)
+    port = cfg.vis_port if port is None else config.coerce('vis_port', port, int)
+    try:
+        serve(port=port, host=cfg.vis_host if host is None else str(host), env_path=cfg.vis_env_path)
+    except RuntimeError as e:  # npm missing, server crashed: say what to do in one line
+        raise ValueError(str(e)) from None
+
+
+def replay(run='', **kwargs):
+    """Push a run's recorded dashboard (checkpoints/<run>/visdom.log) to the visdom server."""
+    from utils.replay import replay_run
+    replay_run(str(run), config.parse(**kwargs))
+
+
 def help(**kwargs):
     """List the commands, every setting with its default, and the registered models."""
     import models
@@ -150,7 +171,7 @@ def help(**kwargs):
 
 COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
             'ensemble': ensemble, 'analyze': analyze, 'clean': clean, 'split': split, 'pseudo': pseudo,
-            'hard': hard, 'help': help}
+            'hard': hard, 'dashboard': dashboard, 'replay': replay, 'help': help}
 
 
 def quote_values(argv):

@@ -16,7 +16,7 @@ from data.samplers import build_sampler
 from utils import checkpoint, metrics
 from utils.losses import build_loss
 from utils.optim import build_optimizer, build_scheduler
-from utils.visualize import Visualizer
+from utils.panes import RunDashboard
 
 
 def set_seed(seed):
@@ -54,6 +54,7 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
         if images is None or len(labels) < 2:  # batch norm cannot train on a single image
             continue
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        vis.show_batch(images, labels)
         output = model(images)
         loss = criterion(output, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -66,7 +67,7 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
         seen += n
         if i % cfg.print_freq == 0:
             bar.set_postfix(loss=f'{total_loss / seen:.4f}', acc=f'{correct / seen:.4f}')
-            vis.plot('train loss (per step)', loss.item(), epoch + i / max(1, len(loader)))
+            vis.step(epoch, i, len(loader), loss.item(), optimizer.param_groups[0]['lr'])
     return {'loss': total_loss / max(seen, 1), 'acc': correct / max(seen, 1), 'images': seen,
             'seconds': time.time() - start}
 
@@ -141,7 +142,8 @@ def fit(cfg):
         schedule.load_state_dict(resume['scheduler'])
         start_epoch, best_acc = resume['epoch'] + 1, resume['best_metric']
         print(f'resuming {cfg.resume} at epoch {start_epoch + 1} (best validation accuracy {best_acc:.4f})')
-    vis = Visualizer(cfg.env, cfg.vis_server, cfg.vis_port, enabled=cfg.vis)
+    vis = RunDashboard(cfg, run_dir, classes, start_epoch)
+    vis.start(train_set, val_set)
     badlog = BadFileLog()
 
     for epoch in range(start_epoch, cfg.max_epoch):
@@ -164,8 +166,7 @@ def fit(cfg):
         checkpoint.save(state, os.path.join(run_dir, 'last.pth'))
         if improved:
             checkpoint.save(state, os.path.join(run_dir, 'best_model.pth'))
-        for key in ('train_loss', 'val_loss', 'train_acc', 'val_acc', 'lr'):
-            vis.plot(key, row[key], epoch + 1)
+        vis.epoch(row, val, val_set, badlog.seen)
         print(f'epoch {epoch + 1}/{cfg.max_epoch}: train loss {train["loss"]:.4f} acc {train["acc"]:.4f} | '
               f'val loss {val["loss"]:.4f} acc {val["acc"]:.4f}{" (best)" if improved else ""} | '
               f'{row["images_per_s"]:.0f} img/s, {train["seconds"]:.1f}s')
