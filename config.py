@@ -69,6 +69,21 @@ class DefaultConfig:
     vis_server: str = opt('http://127.0.0.1', 'visdom server address', 'dashboard')
     vis_port: int = opt(8097, 'visdom server port', 'dashboard')
 
+    # --- speed and scale
+    cache: str = opt('none', 'none (decode every image every epoch; streams, constant memory) | ram (decode and '
+                     'resize once to uint8, augment per batch on the training device; refused when it would not '
+                     'fit in the available memory)', 'speed')
+    prefetch_factor: int = opt(2, 'batches each loading worker prepares ahead', 'speed')
+    amp: str = opt('auto', 'mixed precision on CUDA: auto (bf16 where supported, else fp16 with a gradient '
+                   'scaler) | bf16 | fp16 | off; the CPU always trains in fp32', 'speed')
+    channels_last: str = opt('auto', 'channels_last memory format: auto (on for CUDA) | on | off; CUDA only', 'speed')
+    cudnn_benchmark: bool = opt(True, 'let cuDNN pick the fastest convolution algorithms (CUDA)', 'speed')
+    compile: bool = opt(False, 'torch.compile the model (first step compiles for ~20 s or more)', 'speed')
+    sync_bn: bool = opt(False, 'under torchrun on CUDA: synchronise batch-norm statistics across processes',
+                        'speed')
+    dist_backend: str = opt('auto', 'torchrun process-group backend: auto (nccl on CUDA, gloo on the CPU) | '
+                            'gloo | nccl', 'speed')
+
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint)."""
         return dataclasses.asdict(self)
