@@ -29,7 +29,8 @@ class DefaultConfig:
     val_ratio: float = opt(0.15, 'share of train held out for validation when val_data_root is absent', 'data')
     image_size: int = opt(0, 'side in pixels the images are resized to; 0 = auto: median side of the training '
                           'images rounded to a multiple of 32, within 32..224', 'data')
-    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (CPU count, at most 8)', 'data')
+    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with cache=ram, else the CPUs of this '
+                           'process less one, at most 8)', 'data')
     augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop + small translation)',
                        'augment')
     sampler: str = opt('shuffle', 'how training batches are drawn: shuffle', 'balance')

@@ -11,8 +11,8 @@ demo's training images); the pipeline efficiency (c)/(a); inference without and 
 time to the first batch; peak memory (RSS of this process and of its loader workers; CUDA peak allocation);
 and the resident memory after each of several streaming passes over the data with the cache off (flat =
 streaming). Settings other than the flags below are the toolkit's defaults (config.py), e.g. --amp=auto.
-Machines shared with other work give noisy figures: the limit is measured before and after the rest, and
-both are shown.
+Machines shared with other work give noisy figures: the limit is measured between the timed training
+epochs, and the efficiency is the median of the per-epoch ratios to the neighbouring limits.
 """
 import argparse
 import dataclasses
@@ -36,6 +36,11 @@ from data.samplers import build_sampler  # noqa: E402
 from utils import engine, fast  # noqa: E402
 from utils.optim import Schedule, build_optimizer  # noqa: E402
 from utils.tta import TTAModel, build_tta  # noqa: E402
+
+
+def median(xs):
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
 
 
 def rss_mb():
@@ -95,18 +100,27 @@ def pipeline(loader, device, cfg, steps):
     return seen / (time.perf_counter() - start), first
 
 
-def end_to_end(model, train_loader, cfg, device, precision, epochs):
-    """images/s of engine.train_one_epoch (real data, real loop) over the last `epochs` epochs after one
-    warm-up epoch (worker start, allocator, cudnn autotuning)."""
+def end_to_end(model, limit_model, train_loader, cfg, device, precision, limit_precision, args, num_classes):
+    """Real training (engine.train_one_epoch on the demo) interleaved with limit measurements on another copy
+    of the model: one warm-up epoch (worker start, allocator, cudnn autotuning), then per timed epoch the
+    ratio of its images/s to the mean of the limits measured just before and just after it, so that a
+    machine whose load drifts still compares like with like. Returns (epoch img/s, limits, ratios, resident MiB after each epoch, accuracy)."""
     optimizer = build_optimizer(model, cfg)
     criterion = torch.nn.CrossEntropyLoss().to(device)
-    rows = []
-    for epoch in range(epochs + 1):
+    cfg.max_epoch = args.epochs + 1
+    speeds, limits, ratios, rss = [], [], [], []
+    for epoch in range(args.epochs + 1):
         sync(device)
-        rows.append(engine.train_one_epoch(model, train_loader, criterion, optimizer, Schedule(None, 'none'),
-                                           device, epoch, cfg, _NoVis(), BadFileLog(), precision))
-    timed = rows[1:]
-    return sum(r['images'] for r in timed) / sum(r['seconds'] for r in timed), rows[-1]['acc']
+        row = engine.train_one_epoch(model, train_loader, criterion, optimizer, Schedule(None, 'none'), device,
+                                     epoch, cfg, _NoVis(), BadFileLog(), precision)
+        rss.append(round(rss_mb()))
+        if epoch == 0 or not limits:
+            limits.append(limit(limit_model, cfg, device, limit_precision, args.steps, args.warmup, num_classes))
+        if epoch:
+            speeds.append(row['images'] / row['seconds'])
+            limits.append(limit(limit_model, cfg, device, limit_precision, args.steps, args.warmup, num_classes))
+            ratios.append(speeds[-1] / ((limits[-2] + limits[-1]) / 2))
+    return speeds, limits, ratios, rss, row['acc']
 
 
 class _NoVis:
@@ -177,9 +191,9 @@ def main(argv=None):
     p.add_argument('--image-size', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--device', default='cpu', help='cpu | cuda')
-    p.add_argument('--steps', type=int, default=15, help='timed steps for the limit and the pipeline')
+    p.add_argument('--steps', type=int, default=10, help='timed steps for the limit and the pipeline')
     p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--epochs', type=int, default=1, help='timed epochs of end-to-end and naive training '
+    p.add_argument('--epochs', type=int, default=3, help='timed epochs of end-to-end and naive training '
                                                          '(after one warm-up epoch each)')
     p.add_argument('--cache', default='ram', help='none | ram')
     p.add_argument('--num-workers', type=int, default=-1, help='-1 = the toolkit\'s auto choice')
@@ -187,7 +201,7 @@ def main(argv=None):
                    help='workers of the naive baseline (2, as in the PyTorch CIFAR-10 tutorial)')
     p.add_argument('--tta', default='hflip', help='TTA for the inference figure (utils/tta.py names)')
     p.add_argument('--passes', type=int, default=3, help='streaming passes for the memory check (0 = skip)')
-    p.add_argument('--skip-naive', action='store_true')
+    p.add_argument('--naive-epochs', type=int, default=2, help='timed epochs of the naive baseline (0 = skip it)')
     p.add_argument('--set', nargs='*', default=[], metavar='NAME=VALUE',
                    help='any other toolkit setting, e.g. --set amp=fp16 compile=true')
     p.add_argument('--json', default='', help='also write the figures to this file')
@@ -221,21 +235,21 @@ def main(argv=None):
 
     r = {'model': cfg.model, 'image_size': cfg.image_size, 'batch_size': cfg.batch_size, 'device': str(device),
          'cache': cfg.cache, 'workers': workers, 'threads': torch.get_num_threads()}
-    r['limit_before'] = limit(net, cfg, device, precision, args.steps, args.warmup, len(classes))
-    print(f'(a) limit, synthetic batches on the device: {r["limit_before"]:.1f} img/s')
     r['pipeline'], r['first_batch_s'] = pipeline(train_loader, device, cfg, args.steps + 1)
     r['first_batch_s'] += build_s
     print(f'(b) data pipeline alone, with augmentation: {r["pipeline"]:.1f} img/s')
     model = models.build(cfg.model, len(classes)).to(device)  # fresh weights: a real training run
-    net, precision = fast.setup(model, cfg, device)
-    r['end_to_end'], acc = end_to_end(net, train_loader, cfg, device, precision, args.epochs)
+    train_net, train_precision = fast.setup(model, cfg, device)
+    speeds, limits, ratios, r['train_rss_mb'], acc = end_to_end(train_net, net, train_loader, cfg, device, train_precision, precision,
+                                             args, len(classes))
+    r['limit'], r['end_to_end'] = median(limits), median(speeds)
+    r['limits'], r['end_to_end_epochs'] = [round(x, 1) for x in limits], [round(x, 1) for x in speeds]
+    r['efficiency'], r['efficiencies'] = median(ratios), [round(x, 3) for x in ratios]
+    print(f'(a) limit, synthetic batches on the device: {r["limit"]:.1f} img/s (median of {r["limits"]})')
     print(f'(c) end to end, engine.train_one_epoch on the demo: {r["end_to_end"]:.1f} img/s '
-          f'(train accuracy of the last epoch {acc:.3f})')
-    r['limit_after'] = limit(net, cfg, device, precision, args.steps, args.warmup, len(classes))
-    r['limit'] = (r['limit_before'] + r['limit_after']) / 2
-    r['efficiency'] = r['end_to_end'] / r['limit']
-    print(f'(a) limit again: {r["limit_after"]:.1f} img/s; mean {r["limit"]:.1f}')
-    print(f'pipeline efficiency (c)/(a): {r["efficiency"]:.3f}')
+          f'(median of {r["end_to_end_epochs"]}; train accuracy of the last epoch {acc:.3f})')
+    print(f'resident MiB after each training epoch (cache={cfg.cache}): {r["train_rss_mb"]}')
+    print(f'pipeline efficiency (c)/(a): {r["efficiency"]:.3f} (median of the per-epoch ratios {r["efficiencies"]})')
 
     val_loader = loaders.eval_loader(val_set, cfg)
     inference(model, val_loader, device, cfg, 'none')  # warm-up
@@ -244,8 +258,8 @@ def main(argv=None):
     r['tta'] = args.tta
     print(f'inference: {r["inference"]:.1f} img/s; with TTA {args.tta}: {r["inference_tta"]:.1f} img/s')
 
-    if not args.skip_naive:
-        r['naive'] = naive(cfg, device, args.epochs, args.naive_workers)
+    if args.naive_epochs:
+        r['naive'] = naive(cfg, device, args.naive_epochs, args.naive_workers)
         r['ratio_to_naive'] = r['end_to_end'] / r['naive']
         print(f'naive baseline (ImageFolder + DataLoader, {args.naive_workers} workers): {r["naive"]:.1f} img/s; '
               f'end to end / naive: {r["ratio_to_naive"]:.2f}x')
