@@ -29,7 +29,8 @@ class DefaultConfig:
     val_ratio: float = opt(0.15, 'share of train held out for validation when val_data_root is absent', 'data')
     image_size: int = opt(0, 'side in pixels the images are resized to; 0 = auto: median side of the training '
                           'images rounded to a multiple of 32, within 32..224', 'data')
-    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (CPU count, at most 8)', 'data')
+    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with cache=ram, else the CPUs of this '
+                           'process less one, at most 8)', 'data')
     augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop + small translation)',
                        'augment')
     sampler: str = opt('shuffle', 'how training batches are drawn: shuffle', 'balance')
@@ -129,6 +130,20 @@ class DefaultConfig:
                         'lets everyone who reaches the port read and change it (a warning says so)', 'dashboard')
     vis_env_path: str = opt('./.visdom', 'folder where `dashboard` keeps the env files (saved tabs) and its log',
                             'dashboard')
+    # --- speed and scale
+    cache: str = opt('none', 'none (decode every image every epoch; streams, constant memory) | ram (decode and '
+                     'resize once to uint8, augment per batch on the training device; refused when it would not '
+                     'fit in the available memory)', 'speed')
+    prefetch_factor: int = opt(2, 'batches each loading worker prepares ahead', 'speed')
+    amp: str = opt('auto', 'mixed precision on CUDA: auto (bf16 where supported, else fp16 with a gradient '
+                   'scaler) | bf16 | fp16 | off; the CPU always trains in fp32', 'speed')
+    channels_last: str = opt('auto', 'channels_last memory format: auto (on for CUDA) | on | off; CUDA only', 'speed')
+    cudnn_benchmark: bool = opt(True, 'let cuDNN pick the fastest convolution algorithms (CUDA)', 'speed')
+    compile: bool = opt(False, 'torch.compile the model (first step compiles for ~20 s or more)', 'speed')
+    sync_bn: bool = opt(False, 'under torchrun on CUDA: synchronise batch-norm statistics across processes',
+                        'speed')
+    dist_backend: str = opt('auto', 'torchrun process-group backend: auto (nccl on CUDA, gloo on the CPU) | '
+                            'gloo | nccl', 'speed')
 
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint)."""

@@ -4,7 +4,7 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
-from . import transforms
+from . import cache, transforms
 from .dataset import ImageFolderDataset, auto_image_size, collate, find_classes, scan, stratified_split
 from .demo import ensure_demo
 
@@ -25,7 +25,14 @@ def resolve_roots(cfg):
 
 
 def num_workers(cfg):
-    return min(8, os.cpu_count() or 1) if cfg.num_workers < 0 else cfg.num_workers
+    """cfg.num_workers, or the auto choice: none for cached data (nothing left to decode); otherwise the CPUs
+    this process may use (its share under torchrun) less one for the compute threads, at most 8."""
+    if cfg.num_workers >= 0:
+        return cfg.num_workers
+    if getattr(cfg, 'cache', 'none') == 'ram':
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    return max(0, min(8, cpus // int(os.environ.get('LOCAL_WORLD_SIZE', '1')) - 1))
 
 
 def train_val_samples(cfg):
@@ -57,6 +64,8 @@ def build_train_val(cfg):
     classes, train, val = manifest.train_val_samples(cfg) if cfg.manifest else train_val_samples(cfg)
     train = manifest.add_extra(cfg, classes, train)
     cfg.image_size = image_size(cfg, train)
+    if getattr(cfg, 'cache', 'none') != 'none':  # decoded once, augmented per batch on the device
+        return cache.build_train_val(cfg, classes, train, val, num_workers(cfg))
     return (hard.upsample(ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size)), cfg),
             ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size)))
 
@@ -80,10 +89,15 @@ def train_loader(dataset, cfg, sampler, generator):
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, worker_init_fn=seed_worker, generator=generator,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available() and cfg.use_gpu,
-                      drop_last=len(dataset) % cfg.batch_size == 1)
+                      prefetch_factor=prefetch(cfg, workers), drop_last=len(dataset) % cfg.batch_size == 1)
 
 
 def eval_loader(dataset, cfg):
     workers = num_workers(cfg)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=collate, pin_memory=torch.cuda.is_available() and cfg.use_gpu)
+                      collate_fn=collate, pin_memory=torch.cuda.is_available() and cfg.use_gpu,
+                      persistent_workers=workers > 0, prefetch_factor=prefetch(cfg, workers))
+
+
+def prefetch(cfg, workers):
+    return getattr(cfg, 'prefetch_factor', 2) if workers > 0 else None

@@ -13,7 +13,7 @@ import models
 from data import loaders
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
-from utils import checkpoint, metrics
+from utils import checkpoint, distributed, fast, metrics
 from utils.losses import build_loss
 from utils.optim import build_optimizer, build_scheduler
 from utils.panes import RunDashboard
@@ -44,8 +44,9 @@ def merge_given(stored, cfg):
     return merged
 
 
-def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog):
+def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog, precision=None):
     """One pass over the training data; returns mean loss, accuracy, image count and seconds."""
+    precision = precision or fast.Precision(None, device)
     model.train()
     total_loss, correct, seen, start = 0.0, 0, 0, time.time()
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.max_epoch}', leave=False, dynamic_ncols=True)
@@ -53,13 +54,13 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
         badlog.add(bad)
         if images is None or len(labels) < 2:  # batch norm cannot train on a single image
             continue
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images, labels = fast.finish_batch(images, device, cfg, True), labels.to(device, non_blocking=True)
         vis.show_batch(images, labels)
-        output = model(images)
-        loss = criterion(output, labels)
+        with precision.autocast():
+            output = model(images)
+            loss = criterion(output, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        precision.step(loss, optimizer)
         schedule.step_iter()
         n = labels.size(0)
         total_loss += loss.item() * n
@@ -73,7 +74,7 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
 
 
 @torch.no_grad()
-def evaluate(model, loader, criterion, device, badlog, desc='val'):
+def evaluate(model, loader, criterion, device, badlog, desc='val', cfg=None):
     """Mean loss, accuracy, and the class probabilities and targets of every readable image."""
     model.eval()
     total_loss, probs, targets = 0.0, [], []
@@ -81,7 +82,8 @@ def evaluate(model, loader, criterion, device, badlog, desc='val'):
         badlog.add(bad)
         if images is None:
             continue
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images = fast.finish_batch(images, device, cfg, False) if cfg else images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
         output = model(images)
         total_loss += criterion(output, labels).item() * labels.size(0)
         probs.append(output.float().softmax(1).cpu())
@@ -112,26 +114,30 @@ def fit(cfg):
     if resume is not None:
         checkpoint.check_compatible(resume, resume.get('model_name', cfg.model), path=cfg.resume)
         cfg = merge_given(resume['config'], cfg)
-    cfg = loaders.resolve_roots(cfg)
+    ddp = distributed.setup(cfg)
+    cfg = distributed.main_first(ddp, loaders.resolve_roots, cfg)
     set_seed(cfg.seed)
     train_set, val_set = loaders.build_train_val(cfg)
     classes = train_set.classes
     if resume is not None:
         checkpoint.check_compatible(resume, resume['model_name'], len(classes), cfg.resume, classes)
-    device = select_device(cfg)
-    run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if resume is not None else make_run_dir(cfg)
+    device = distributed.device(ddp, select_device(cfg))
+    run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if resume is not None else \
+        distributed.broadcast(ddp, make_run_dir(cfg) if ddp.is_main else None)
     print('settings:\n' + '\n'.join(f'  {k} = {v!r}' for k, v in cfg.to_dict().items()))
-    write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
-    write_json(classes, os.path.join(run_dir, 'classes.json'))
+    if ddp.is_main:
+        write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
+        write_json(classes, os.path.join(run_dir, 'classes.json'))
     print(f'data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes, '
           f'{cfg.image_size} px; run directory {run_dir}')
 
     model = models.build(cfg.model, len(classes), pretrained_path='' if resume else cfg.pretrained_path)
     model.to(device)
+    net, precision = fast.setup(model, cfg, device, wrap=lambda m: distributed.wrap(m, cfg, ddp, device))
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = build_sampler(train_set.targets, cfg, generator)
+    sampler = distributed.shard_sampler(build_sampler(train_set.targets, cfg, generator), ddp, generator, cfg.seed)
     train_loader = loaders.train_loader(train_set, cfg, sampler, generator)
-    val_loader = loaders.eval_loader(val_set, cfg)
+    val_loader = loaders.eval_loader(distributed.shard_dataset(val_set, ddp), cfg)
     criterion = build_loss(cfg).to(device)
     optimizer = build_optimizer(model, cfg)
     schedule = build_scheduler(optimizer, cfg, len(train_loader))
@@ -142,21 +148,25 @@ def fit(cfg):
         schedule.load_state_dict(resume['scheduler'])
         start_epoch, best_acc = resume['epoch'] + 1, resume['best_metric']
         print(f'resuming {cfg.resume} at epoch {start_epoch + 1} (best validation accuracy {best_acc:.4f})')
-    vis = RunDashboard(cfg, run_dir, classes, start_epoch)
+    vis = RunDashboard(cfg, run_dir, classes, start_epoch, enabled=ddp.is_main)
     vis.start(train_set, val_set)
     badlog = BadFileLog()
 
     for epoch in range(start_epoch, cfg.max_epoch):
         generator.manual_seed(cfg.seed + epoch)  # the same epoch draws the same order, resumed or not
-        train = train_one_epoch(model, train_loader, criterion, optimizer, schedule, device, epoch, cfg, vis,
-                                badlog)
-        val = evaluate(model, val_loader, criterion, device, badlog)
+        train = train_one_epoch(net, train_loader, criterion, optimizer, schedule, device, epoch, cfg, vis,
+                                badlog, precision)
+        distributed.sync_buffers(model, ddp)
+        train = distributed.reduce_metrics(ddp, train)
+        val = distributed.reduce_metrics(ddp, evaluate(model, val_loader, criterion, device, badlog, cfg=cfg))
         schedule.step_epoch(val['loss'])
         improved = val['acc'] > best_acc
         best_acc = max(best_acc, val['acc'])
         row = {'epoch': epoch + 1, 'train_loss': train['loss'], 'train_acc': train['acc'], 'val_loss': val['loss'],
                'val_acc': val['acc'], 'lr': optimizer.param_groups[0]['lr'], 'seconds': round(train['seconds'], 2),
                'images_per_s': round(train['images'] / max(train['seconds'], 1e-9), 1)}
+        if not ddp.is_main:
+            continue
         with open(os.path.join(run_dir, 'metrics.jsonl'), 'a') as f:
             f.write(json.dumps(row) + '\n')
         state = {'model': model.state_dict(), 'model_name': model.model_name, 'num_classes': len(classes),
@@ -173,6 +183,7 @@ def fit(cfg):
     if badlog.summary():
         print(badlog.summary())
     print(f'best validation accuracy {best_acc:.4f}; checkpoints in {run_dir}')
+    distributed.teardown(ddp)
     return run_dir
 
 
@@ -205,5 +216,6 @@ def evaluate_checkpoint(cfg, split):
         _, val_set = loaders.build_train_val(cfg)
         dataset = val_set
     badlog = BadFileLog()
-    result = evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device, badlog, split)
+    result = evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device, badlog, split,
+                      cfg)
     return inference.report(result, classes, cfg, split, badlog)

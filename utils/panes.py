@@ -73,9 +73,9 @@ def eta(seconds):
 class RunDashboard:
     """The windows of one training run in the visdom env `cfg.env`, recorded in `<run_dir>/visdom.log`."""
 
-    def __init__(self, cfg, run_dir, classes, start_epoch=0):
+    def __init__(self, cfg, run_dir, classes, start_epoch=0, enabled=True):
         self.cfg, self.run_dir, self.classes = cfg, run_dir, list(classes)
-        self.vis = Visualizer(cfg.env, cfg.vis_server, cfg.vis_port, enabled=cfg.vis,
+        self.vis = Visualizer(cfg.env, cfg.vis_server, cfg.vis_port, enabled=cfg.vis and enabled,
                               log_path=os.path.join(run_dir, LOG_NAME))
         self.ema, self.batch_shown, self.lines = None, False, []
         self.epochs_left, self.epoch_times, self.last = cfg.max_epoch - start_epoch, [], time.time()

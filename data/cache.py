@@ -1,0 +1,119 @@
+"""The in-memory cache (`--cache=ram`): every image decoded and resized to the working size once, kept as
+uint8, and augmented per batch on the training device (utils/fast.py: finish_batch).
+
+The memory it takes is estimated and printed before anything is decoded; a cache that would not fit in the
+available memory is refused with the figures. Cached eval tensors equal the uncached ones bit for bit.
+"""
+import os
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+from .dataset import BadImage, ImageFolderDataset
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+CACHES = ('none', 'ram')
+BATCH_AUGMENTS = ('none', 'basic')
+
+
+def available_bytes():
+    """Memory the system can give without swapping (MemAvailable on Linux)."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+
+
+def estimate_bytes(n_images, image_size):
+    """uint8 RGB images at image_size x image_size, times the processes on this machine that each hold one."""
+    procs = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+    return n_images * 3 * image_size * image_size * procs
+
+
+def gib(n):
+    return f'{n / 2 ** 30:.2f} GiB'
+
+
+def check_fits(nbytes, available=None):
+    """ValueError with the figures when a cache of `nbytes` would exceed the available memory."""
+    available = available_bytes() if available is None else available
+    if nbytes > available:
+        raise ValueError(f'--cache=ram needs {gib(nbytes)} but only {gib(available)} of memory is available; '
+                         f'use --cache=none (streams from disk) or a smaller --image-size')
+
+
+class CachedImages(Dataset):
+    """Images decoded and resized once, held as one uint8 tensor (N, 3, S, S); items are (uint8 image, label),
+    or BadImage for a file that could not be decoded (the batch goes on without it, see `collate`)."""
+
+    def __init__(self, samples, classes, image_size, num_workers=0):
+        self.samples, self.classes = list(samples), list(classes)
+        self.images = torch.zeros((len(self.samples), 3, image_size, image_size), dtype=torch.uint8)
+        self.bad = {}
+        source = ImageFolderDataset(self.samples, classes, T.Compose([T.Resize((image_size, image_size)),
+                                                                      T.PILToTensor()]))
+        loader = DataLoader(source, batch_size=64, num_workers=num_workers, collate_fn=list)
+        i = 0
+        for batch in loader:
+            for item in batch:
+                if isinstance(item, BadImage):
+                    self.bad[i] = item
+                else:
+                    self.images[i] = item[0]
+                i += 1
+
+    @property
+    def targets(self):
+        return [label for _, label in self.samples]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        if index in self.bad:
+            return self.bad[index]
+        return self.images[index], self.samples[index][1]
+
+
+def build_train_val(cfg, classes, train, val, num_workers=0):
+    """Cached training and validation datasets; prints the estimate first and refuses what would not fit."""
+    if cfg.augment not in BATCH_AUGMENTS:
+        raise ValueError(f'--cache=ram augments batches on the device with --augment={"|".join(BATCH_AUGMENTS)}; '
+                         f'got {cfg.augment!r}: use one of those or --cache=none')
+    need = estimate_bytes(len(train) + len(val), cfg.image_size)
+    available = available_bytes()
+    print(f'cache: {len(train) + len(val)} images at {cfg.image_size} px as uint8 need {gib(need)} '
+          f'({gib(available)} available)')
+    check_fits(need, available)
+    return (CachedImages(train, classes, cfg.image_size, num_workers),
+            CachedImages(val, classes, cfg.image_size, num_workers))
+
+
+def augment_batch(images, augment='basic'):
+    """The 'basic' preset on a uint8 batch (N, 3, S, S), on its device: pad-and-crop with edge padding of
+    max(1, S // 8), the same distribution as transforms.train_transform's RandomCrop, drawn per image."""
+    if augment == 'none':
+        return images
+    if augment != 'basic':
+        raise ValueError(f'--cache=ram supports --augment={"|".join(BATCH_AUGMENTS)}, not {augment!r}')
+    n, c, h, w = images.shape
+    pad = max(1, h // 8)
+    # Edge padding then cropping = reading the image at clamped, shifted coordinates.
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=images.device) - pad
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=images.device) - pad
+    rows = (torch.arange(h, device=images.device) + dy).clamp_(0, h - 1)
+    cols = (torch.arange(w, device=images.device) + dx).clamp_(0, w - 1)
+    images = images.gather(2, rows[:, None, :, None].expand(n, c, h, w))
+    return images.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def normalize(images):
+    """uint8 (N, 3, H, W) -> float, scaled to [0, 1] and normalised exactly as ToTensor + Normalize do."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, -1, 1, 1)
+    return images.float().div(255).sub_(mean).div_(std)
