@@ -29,6 +29,17 @@ def client_class():
     return Client
 
 
+def server_up(server, port, timeout=1.0):
+    """True when a visdom server answers at server:port (one short HTTP request, no traceback when none does)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f'{server}:{port}', timeout=timeout):
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 class Visualizer:
     """visdom calls (line, bar, heatmap, images, text) into the environment `env`, recorded in `log_path`."""
 
