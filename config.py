@@ -31,9 +31,11 @@ class DefaultConfig:
                           'images rounded to a multiple of 32, within 32..224', 'data')
     num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with cache=ram, else the CPUs of this '
                            'process less one, at most 8)', 'data')
-    augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop + small translation)',
-                       'augment')
-    sampler: str = opt('shuffle', 'how training batches are drawn: shuffle', 'balance')
+    augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop) | affine (RandomAffine '
+                       'translate 0.05) | resized (random resized crop) | randaugment | trivialaugment (basic + '
+                       'torchvision\'s RandAugment / TrivialAugmentWide)', 'augment')
+    sampler: str = opt('shuffle', 'how training batches are drawn: shuffle | weighted (WeightedRandomSampler, '
+                       '1/count per image) | imbalanced (torchsampler ImbalancedDatasetSampler)', 'balance')
 
     # --- model
     model: str = opt('ResNet34', 'architecture from the registry (see the model list below), case-insensitive',
@@ -44,14 +46,17 @@ class DefaultConfig:
     # --- optimisation
     max_epoch: int = opt(15, 'number of training epochs', 'optim')
     batch_size: int = opt(64, 'images per batch', 'optim')
-    loss: str = opt('ce', 'loss function: ce', 'optim')
-    optimizer: str = opt('adam', 'optimizer: sgd | adam', 'optim')
+    loss: str = opt('ce', 'loss function: ce | label_smooth (lb_pos on the true class, lb_neg elsewhere) | joint '
+                    '(joint_weights[0] * ce + joint_weights[1] * label_smooth)', 'optim')
+    optimizer: str = opt('adam', 'optimizer: sgd | adam | adamw | radam | ranger (RAdam + Lookahead + gradient '
+                         'centralisation) | ranger_adabelief | timm/<name> (any timm optimizer)', 'optim')
     lr: float = opt(1e-3, 'initial learning rate', 'optim')
     momentum: float = opt(0.9, 'SGD momentum', 'optim')
     weight_decay: float = opt(1e-4, 'L2 weight decay', 'optim')
     scheduler: str = opt('plateau', 'learning-rate schedule: plateau (multiply by lr_decay when the validation '
-                         'loss stops improving) | none', 'optim')
-    lr_decay: float = opt(0.5, 'factor the plateau schedule multiplies the learning rate by', 'optim')
+                         'loss stops improving) | step | multistep | cosine (linear warmup, then cosine to min_lr) | onecycle | '
+                         'none', 'optim')
+    lr_decay: float = opt(0.5, 'factor the plateau / step / multistep schedules multiply the learning rate by', 'optim')
     lr_patience: int = opt(1, 'epochs without validation-loss improvement before the plateau decay', 'optim')
     seed: int = opt(0, 'random seed (same seed + same data -> same metrics on the CPU)', 'optim')
 
@@ -144,6 +149,40 @@ class DefaultConfig:
                         'speed')
     dist_backend: str = opt('auto', 'torchrun process-group backend: auto (nccl on CUDA, gloo on the CPU) | '
                             'gloo | nccl', 'speed')
+    # --- tricks: augmentation, mixing, class balance, losses, optimizers, schedules, backbones, EMA
+    hflip: bool = opt(False, 'random horizontal flip; off by default: a flip changes the meaning of direction-bearing '
+                      'classes (keep-left / keep-right signs, arrows, digits, text)', 'augment')
+    jitter: float = opt(0.0, 'brightness and contrast jitter strength (0 = off, 0.2 = +-20 %)', 'augment')
+    erasing: float = opt(0.0, 'RandomErasing probability per training image (0 = off)', 'augment')
+    normalize: str = opt('imagenet', 'input normalisation: imagenet statistics | dataset (the training images\' own '
+                         'mean and std, computed once and cached in the run directory)', 'augment')
+    cutmix_prob: float = opt(0.0, 'probability that a training batch gets CutMix (0 = off)', 'mix')
+    cutmix_alpha: float = opt(1.0, 'CutMix Beta(alpha, alpha) parameter', 'mix')
+    mixup_prob: float = opt(0.0, 'probability that a training batch gets Mixup (0 = off; cutmix_prob + mixup_prob <= 1)',
+                            'mix')
+    mixup_alpha: float = opt(0.2, 'Mixup Beta(alpha, alpha) parameter', 'mix')
+    class_weight: str = opt('none', 'per-class loss weights: none | inverse | sqrt_inverse | effective_number '
+                            '(Cui et al., 2019, with cb_beta)', 'balance')
+    cb_beta: float = opt(0.999, 'beta of the effective_number class weights', 'balance')
+    lb_pos: float = opt(0.9, 'label_smooth / joint: target probability of the true class', 'optim')
+    lb_neg: float = opt(0.005, 'label_smooth / joint: target probability of every other class', 'optim')
+    joint_weights: list = opt([0.5, 0.5], 'joint loss: weights of ce and label_smooth', 'optim')
+    nesterov: bool = opt(False, 'Nesterov momentum for sgd', 'optim')
+    ranger_k: int = opt(6, 'ranger / ranger_adabelief: Lookahead synchronisation period (steps)', 'optim')
+    ranger_alpha: float = opt(0.5, 'ranger / ranger_adabelief: Lookahead slow-weight step', 'optim')
+    warmup_epochs: float = opt(0.0, 'cosine: epochs of linear warmup from lr/100 to lr', 'optim')
+    min_lr: float = opt(0.0, 'cosine: final learning rate', 'optim')
+    lr_step: int = opt(5, 'step: multiply the learning rate by lr_decay every lr_step epochs', 'optim')
+    lr_milestones: list = opt([], 'multistep: epochs after which the learning rate is multiplied by lr_decay; '
+                              'empty = at 50 % and 75 % of max_epoch', 'optim')
+    clip_grad: float = opt(0.0, 'clip the gradient norm to this value (0 = off)', 'optim')
+    accum_steps: int = opt(1, 'gradient accumulation: batches summed per optimizer step', 'optim')
+    ema: bool = opt(False, 'keep an exponential moving average of the weights; it is validated and saved '
+                    '(best_model_ema.pth) beside the raw weights', 'optim')
+    ema_decay: float = opt(0.998, 'EMA decay (with warmup, so short runs average over fewer steps)', 'optim')
+    attention: str = opt('none', 'attention in every residual block of ResNet34 / ResNet101: none | se | cbam',
+                         'model')
+    freeze_backbone: bool = opt(False, 'train only the final layer (fine-tuning local pretrained weights)', 'model')
 
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint)."""
@@ -235,6 +274,8 @@ def check(cfg):
         raise ConfigError(f'--image-size must be 0 (auto) or at least 32, got {cfg.image_size}')
     if cfg.lr <= 0:
         raise ConfigError(f'--lr must be positive, got {cfg.lr}')
+    if cfg.accum_steps < 1:
+        raise ConfigError(f'--accum-steps must be at least 1, got {cfg.accum_steps}')
 
 
 def from_dict(values):

@@ -12,28 +12,56 @@ MODELS = {
     'ResNet34': 'models.resnet:resnet34',
     'ResNet101': 'models.resnet:resnet101',
     'ResNeSt50': 'models.resnest:resnest50',
+    'EfficientNet-B0': 'models.timm_models:efficientnet_b0',
+    'EfficientNet-B1': 'models.timm_models:efficientnet_b1',
+    'EfficientNet-B2': 'models.timm_models:efficientnet_b2',
+    'EfficientNet-B3': 'models.timm_models:efficientnet_b3',
+    'EfficientNet-B4': 'models.timm_models:efficientnet_b4',
+    'EfficientNet-B5': 'models.timm_models:efficientnet_b5',
+    'ResNeXt101_32x8d': 'models.timm_models:resnext101_32x8d',
+    'SE-ResNeXt50_32x4d': 'models.timm_models:seresnext50_32x4d',
+    'SE-ResNeXt101_32x4d': 'models.timm_models:seresnext101_32x4d',
 }
+TIMM_PREFIX = 'timm/'  # --model=timm/<any timm model name>
 
 
 def list_models():
     """Registered model names, as the user types them."""
-    return list(MODELS)
+    return list(MODELS) + [TIMM_PREFIX + '<name>']
 
 
 def canonical_name(name):
     """The registered spelling of `name` (any case); ValueError naming the valid ones otherwise."""
+    if name.lower().startswith(TIMM_PREFIX):
+        return TIMM_PREFIX + name[len(TIMM_PREFIX):]
     by_lower = {n.lower(): n for n in MODELS}
     if name.lower() not in by_lower:
         raise ValueError(f'unknown model {name!r}; choose one of: {", ".join(MODELS)}')
     return by_lower[name.lower()]
 
 
-def build(name, num_classes, pretrained_path='', **kwargs):
-    """A randomly initialised model (or one started from a local weights file) with `num_classes` outputs."""
+def build(name, num_classes, pretrained_path='', attention='none', freeze_backbone=False, **kwargs):
+    """A randomly initialised model (or one started from a local weights file) with `num_classes` outputs;
+    `attention` (se | cbam) is added to every residual block of the ResNet family, and `freeze_backbone`
+    leaves only the final layer trainable."""
     name = canonical_name(name)
-    module, builder = MODELS[name].split(':')
-    model = getattr(importlib.import_module(module), builder)(num_classes=num_classes, **kwargs)
+    if name.startswith(TIMM_PREFIX):
+        from .timm_models import timm_model
+        model = timm_model(num_classes=num_classes, name=name[len(TIMM_PREFIX):], **kwargs)
+    else:
+        module, builder = MODELS[name].split(':')
+        model = getattr(importlib.import_module(module), builder)(num_classes=num_classes, **kwargs)
     model.model_name = name
+    if str(attention).lower() != 'none':
+        if name not in ('ResNet34', 'ResNet101'):
+            raise ValueError(f'--attention={attention} works with ResNet34 and ResNet101, not {name}; '
+                             f'use --attention=none')
+        from .attention import add_attention
+        add_attention(model.net, attention)
     if pretrained_path:
         model.load_pretrained(pretrained_path)
+    if freeze_backbone:
+        head = {id(p) for p in model.head.parameters()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in head)
     return model

@@ -10,11 +10,10 @@ from tqdm import tqdm
 
 import config
 import models
-from data import loaders
+from data import loaders, transforms
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
-from utils import checkpoint, distributed, fast, metrics
-from utils.losses import build_loss
+from utils import checkpoint, distributed, fast, metrics, tricks
 from utils.optim import build_optimizer, build_scheduler
 from utils.panes import RunDashboard
 
@@ -44,10 +43,12 @@ def merge_given(stored, cfg):
     return merged
 
 
-def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog, precision=None):
+def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog, precision=None,
+                    trainer=None):
     """One pass over the training data; returns mean loss, accuracy, image count and seconds."""
     precision = precision or fast.Precision(None, device)
     model.train()
+    trainer = trainer or tricks.Trainer(model, optimizer, schedule, cfg, precision=precision)
     total_loss, correct, seen, start = 0.0, 0, 0, time.time()
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.max_epoch}', leave=False, dynamic_ncols=True)
     for i, (images, labels, bad) in enumerate(bar):
@@ -55,13 +56,12 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
         if images is None or len(labels) < 2:  # batch norm cannot train on a single image
             continue
         images, labels = fast.finish_batch(images, device, cfg, True), labels.to(device, non_blocking=True)
+        images, y_a, y_b, lam = trainer.mix(images, labels)
         vis.show_batch(images, labels)
         with precision.autocast():
             output = model(images)
-            loss = criterion(output, labels)
-        optimizer.zero_grad(set_to_none=True)
-        precision.step(loss, optimizer)
-        schedule.step_iter()
+            loss = tricks.mixed_criterion(criterion, output, y_a, y_b, lam)
+        trainer.backward(loss, i, len(loader), epoch)
         n = labels.size(0)
         total_loss += loss.item() * n
         correct += (output.argmax(1) == labels).sum().item()
@@ -95,7 +95,7 @@ def evaluate(model, loader, criterion, device, badlog, desc='val', cfg=None):
 
 
 def make_run_dir(cfg):
-    name = cfg.run_name or f'{cfg.model.lower()}-{time.strftime("%Y%m%d-%H%M%S")}'
+    name = cfg.run_name or f'{cfg.model.lower().replace("/", "-")}-{time.strftime("%Y%m%d-%H%M%S")}'
     run_dir = os.path.join(cfg.checkpoint_dir, name)
     os.makedirs(run_dir, exist_ok=True)
     return run_dir
@@ -128,19 +128,21 @@ def fit(cfg):
     if ddp.is_main:
         write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
         write_json(classes, os.path.join(run_dir, 'classes.json'))
+    transforms.prepare_normalization(cfg, train_set, val_set, run_dir)
     print(f'data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes, '
           f'{cfg.image_size} px; run directory {run_dir}')
 
-    model = models.build(cfg.model, len(classes), pretrained_path='' if resume else cfg.pretrained_path)
+    model = models.build(cfg.model, len(classes), pretrained_path='' if resume else cfg.pretrained_path,
+                         attention=cfg.attention, freeze_backbone=cfg.freeze_backbone)
     model.to(device)
     net, precision = fast.setup(model, cfg, device, wrap=lambda m: distributed.wrap(m, cfg, ddp, device))
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = distributed.shard_sampler(build_sampler(train_set.targets, cfg, generator), ddp, generator, cfg.seed)
     train_loader = loaders.train_loader(train_set, cfg, sampler, generator)
     val_loader = loaders.eval_loader(distributed.shard_dataset(val_set, ddp), cfg)
-    criterion = build_loss(cfg).to(device)
+    criterion = tricks.build_criterion(cfg, train_set.targets, len(classes)).to(device)
     optimizer = build_optimizer(model, cfg)
-    schedule = build_scheduler(optimizer, cfg, len(train_loader))
+    schedule = build_scheduler(optimizer, cfg, tricks.steps_per_epoch(len(train_loader), cfg))
     start_epoch, best_acc = 0, -1.0
     if resume is not None:
         model.load_state_dict(resume['model'])
@@ -150,21 +152,29 @@ def fit(cfg):
         print(f'resuming {cfg.resume} at epoch {start_epoch + 1} (best validation accuracy {best_acc:.4f})')
     vis = RunDashboard(cfg, run_dir, classes, start_epoch, enabled=ddp.is_main)
     vis.start(train_set, val_set)
+    trainer = tricks.Trainer(model, optimizer, schedule, cfg, None, run_dir if ddp.is_main else None, precision)
+    if resume is not None:
+        trainer.load_state_dict(resume)
     badlog = BadFileLog()
 
     for epoch in range(start_epoch, cfg.max_epoch):
         generator.manual_seed(cfg.seed + epoch)  # the same epoch draws the same order, resumed or not
+        set_seed(cfg.seed + epoch)  # and the same augmentations, mixes and dropout masks
         train = train_one_epoch(net, train_loader, criterion, optimizer, schedule, device, epoch, cfg, vis,
-                                badlog, precision)
+                                badlog, precision, trainer)
         distributed.sync_buffers(model, ddp)
         train = distributed.reduce_metrics(ddp, train)
         val = distributed.reduce_metrics(ddp, evaluate(model, val_loader, criterion, device, badlog, cfg=cfg))
+        ema_val = trainer.evaluate_ema(evaluate, val_loader, criterion, device, badlog)
+        ema_val = ema_val and distributed.reduce_metrics(ddp, ema_val)
         schedule.step_epoch(val['loss'])
         improved = val['acc'] > best_acc
         best_acc = max(best_acc, val['acc'])
         row = {'epoch': epoch + 1, 'train_loss': train['loss'], 'train_acc': train['acc'], 'val_loss': val['loss'],
                'val_acc': val['acc'], 'lr': optimizer.param_groups[0]['lr'], 'seconds': round(train['seconds'], 2),
                'images_per_s': round(train['images'] / max(train['seconds'], 1e-9), 1)}
+        if ema_val is not None:
+            row.update(val_loss_ema=ema_val['loss'], val_acc_ema=ema_val['acc'])
         if not ddp.is_main:
             continue
         with open(os.path.join(run_dir, 'metrics.jsonl'), 'a') as f:
@@ -172,17 +182,23 @@ def fit(cfg):
         state = {'model': model.state_dict(), 'model_name': model.model_name, 'num_classes': len(classes),
                  'classes': list(classes), 'config': cfg.to_dict(), 'epoch': epoch, 'best_metric': best_acc,
                  'optimizer': optimizer.state_dict(), 'scheduler': schedule.state_dict(),
-                 'version': checkpoint.VERSION}
+                 'version': checkpoint.VERSION, **trainer.state_dict()}
+        if getattr(cfg, 'norm_stats', None):
+            state['normalization'] = cfg.norm_stats
         checkpoint.save(state, os.path.join(run_dir, 'last.pth'))
         if improved:
-            checkpoint.save(state, os.path.join(run_dir, 'best_model.pth'))
+            checkpoint.save({k: v for k, v in state.items() if k != 'ema'}, os.path.join(run_dir, 'best_model.pth'))
+        ema_improved = trainer.save_best_ema(state, ema_val, run_dir)
         vis.epoch(row, val, val_set, badlog.seen)
         print(f'epoch {epoch + 1}/{cfg.max_epoch}: train loss {train["loss"]:.4f} acc {train["acc"]:.4f} | '
               f'val loss {val["loss"]:.4f} acc {val["acc"]:.4f}{" (best)" if improved else ""} | '
+              + (f'EMA acc {ema_val["acc"]:.4f}{" (best)" if ema_improved else ""} | ' if ema_val else '') +
               f'{row["images_per_s"]:.0f} img/s, {train["seconds"]:.1f}s')
     if badlog.summary():
         print(badlog.summary())
     print(f'best validation accuracy {best_acc:.4f}; checkpoints in {run_dir}')
+    if trainer.report(best_acc, run_dir):
+        print(trainer.report(best_acc, run_dir))
     distributed.teardown(ddp)
     return run_dir
 
@@ -194,7 +210,8 @@ def load_for_eval(cfg):
     ckpt = checkpoint.load(cfg.load_path)
     checkpoint.check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
     eval_cfg = merge_given(ckpt.get('config', {}), cfg)
-    model = models.build(ckpt['model_name'], ckpt['num_classes'])
+    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention)
+    eval_cfg.norm_stats = ckpt.get('normalization')
     model.load_state_dict(ckpt['model'])
     device = select_device(eval_cfg)
     return model.to(device), eval_cfg, ckpt, device

@@ -97,7 +97,7 @@ def _joint(cfg, weight=None):
     weights = getattr(cfg, 'joint_weights', (0.5, 0.5))
     if len(weights) != 2:
         raise ValueError(f"joint_weights must be two numbers (ce, label_smooth), got {weights!r}")
-    first_weight, second_weight = weights
+    first_weight, second_weight = (float(w) for w in weights)  # from the command line they come as text
     return JointLoss(_ce(cfg, weight), _label_smooth(cfg, weight), first_weight, second_weight)
 
 

@@ -1,0 +1,36 @@
+"""EfficientNet-B0..B5 (Tan & Le, 2019), ResNeXt (Xie et al., 2017), SE-ResNeXt (Hu et al., 2018) and any other
+timm model by name (`timm/<name>`), built offline with random initialisation."""
+import functools
+
+import timm
+import torch
+
+from .basic_module import BasicModule
+
+
+class TimmModel(BasicModule):
+    """A timm network; its classifier's name comes from the model's own pretrained config."""
+
+    def __init__(self, net, num_classes):
+        super().__init__(net, num_classes)
+        self.head_path = net.pretrained_cfg.get('classifier', 'fc') if hasattr(net, 'pretrained_cfg') else 'fc'
+
+    def forward_features(self, x):
+        return torch.flatten(self.net.forward_head(self.net.forward_features(x), pre_logits=True), 1)
+
+
+def timm_model(num_classes, name, **kwargs):
+    if name not in timm.list_models():
+        raise ValueError(f'timm has no model {name!r}; `timm.list_models("pattern*")` lists them')
+    return TimmModel(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), num_classes)
+
+
+efficientnet_b0 = functools.partial(timm_model, name='efficientnet_b0')
+efficientnet_b1 = functools.partial(timm_model, name='efficientnet_b1')
+efficientnet_b2 = functools.partial(timm_model, name='efficientnet_b2')
+efficientnet_b3 = functools.partial(timm_model, name='efficientnet_b3')
+efficientnet_b4 = functools.partial(timm_model, name='efficientnet_b4')
+efficientnet_b5 = functools.partial(timm_model, name='efficientnet_b5')
+resnext101_32x8d = functools.partial(timm_model, name='resnext101_32x8d')
+seresnext50_32x4d = functools.partial(timm_model, name='seresnext50_32x4d')
+seresnext101_32x4d = functools.partial(timm_model, name='seresnext101_32x4d')

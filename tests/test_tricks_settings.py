@@ -1,0 +1,239 @@
+"""Each training trick as a setting: samplers, class weights, augmentation, optimizers, schedules, backbones,
+attention, frozen backbone, accumulation, clipping, EMA and an exact resume."""
+import json
+import math
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+import config
+import models
+from conftest import FAST, write_class_folders
+from data import transforms
+from data.samplers import build_sampler
+from utils import engine, tricks
+from utils.losses import class_weights
+from utils.optim import build_optimizer, build_scheduler, warmup_cosine_factor
+
+LONG_TAIL = [0] * 800 + [1] * 160 + [2] * 40  # 20x imbalance
+
+
+@pytest.mark.parametrize('name', ['weighted', 'imbalanced'])
+def test_balanced_samplers_draw_each_class_near_uniformly(name):
+    torch.manual_seed(0)
+    sampler = build_sampler(LONG_TAIL, config.parse(sampler=name), torch.Generator().manual_seed(0))
+    drawn = []
+    for _ in range(10):
+        drawn += [LONG_TAIL[i] for i in sampler]
+    share = torch.bincount(torch.tensor(drawn), minlength=3).float() / len(drawn)
+    assert len(drawn) == 10 * len(LONG_TAIL)
+    assert torch.allclose(share, torch.full((3,), 1 / 3), atol=0.03), share
+
+
+def test_shuffle_sampler_keeps_the_class_shares():
+    drawn = [LONG_TAIL[i] for i in build_sampler(LONG_TAIL, config.parse(), torch.Generator().manual_seed(0))]
+    assert sorted(drawn) == LONG_TAIL
+
+
+def test_class_weight_setting_reaches_the_loss():
+    cfg = config.parse(loss='label_smooth', class_weight='effective_number', cb_beta=0.99)
+    criterion = tricks.build_criterion(cfg, LONG_TAIL, 3)
+    assert torch.allclose(criterion.weight, class_weights([800, 160, 40], 'effective_number', 0.99))
+    joint = tricks.build_criterion(config.parse(loss='joint', class_weight='inverse', joint_weights='0.3,0.7'),
+                                   LONG_TAIL, 3)
+    assert (joint.first_weight, joint.second_weight) == (0.3, 0.7)
+    assert torch.allclose(joint.first.weight, class_weights([800, 160, 40], 'inverse'))
+
+
+@pytest.mark.parametrize('preset', transforms.AUGMENTS)
+def test_every_augment_preset_gives_a_normalised_tensor_of_the_image_size(preset):
+    cfg = config.parse(augment=preset, jitter=0.2, erasing=0.5, hflip=True)
+    img = Image.new('RGB', (40, 30), (200, 10, 90))
+    out = transforms.train_transform(cfg, 32)(img)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+
+
+def test_hflip_is_opt_in_and_flips():
+    assert not any(isinstance(t, transforms.T.RandomHorizontalFlip)
+                   for t in transforms.augment_steps(config.parse(), 32))
+    img = Image.new('RGB', (32, 32))
+    img.paste((255, 255, 255), (0, 0, 8, 32))  # white stripe on the left
+    flip = [t for t in transforms.augment_steps(config.parse(augment='none', hflip=True), 32)][0]
+    torch.manual_seed(1)
+    flipped = {flip(img).getpixel((31, 0)) for _ in range(20)}
+    assert (255, 255, 255) in flipped and (0, 0, 0) in flipped  # sometimes flipped, sometimes not
+
+
+def test_affine_preset_is_a_small_translation_only():
+    step = transforms.augment_steps(config.parse(augment='affine'), 32)[0]
+    assert isinstance(step, transforms.T.RandomAffine)
+    assert step.translate == (0.05, 0.05) and list(step.degrees) == [0.0, 0.0] and step.scale is None
+
+
+def test_dataset_normalisation_is_computed_once_cached_and_used(tmp_path):
+    write_class_folders(tmp_path / 'train', ['a', 'b'], 3)
+    cfg = config.parse(train_data_root=str(tmp_path / 'train'), normalize='dataset', image_size=32,
+                       num_workers=0)
+    from data import loaders
+    train_set, val_set = loaders.build_train_val(cfg)
+    stats = transforms.prepare_normalization(cfg, train_set, val_set, str(tmp_path))
+    pixels = torch.stack([transforms.T.ToTensor()(Image.open(p).convert('RGB')) for p, _ in train_set.samples])
+    assert stats['mean'] == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
+    assert stats['std'] == pytest.approx(pixels.std(dim=(0, 2, 3), unbiased=False).tolist(), abs=1e-4)
+    assert json.load(open(tmp_path / 'normalization.json')) == stats
+    norm = [t for t in val_set.transform.transforms if isinstance(t, transforms.T.Normalize)][0]
+    assert list(norm.mean) == stats['mean']
+    (tmp_path / 'normalization.json').write_text(json.dumps({'mean': [0.5] * 3, 'std': [0.25] * 3}))
+    assert transforms.prepare_normalization(cfg, train_set, val_set, str(tmp_path))['mean'] == [0.5] * 3  # cached
+
+
+@pytest.mark.parametrize('name, kind', [('sgd', 'SGD'), ('adam', 'Adam'), ('adamw', 'AdamW'), ('radam', 'RAdam'),
+                                        ('ranger', 'Ranger'), ('ranger_adabelief', 'RangerAdaBelief'),
+                                        ('timm/lion', 'Lion')])
+def test_optimizers_by_name_without_decay_on_biases_and_norm_weights(name, kind):
+    model = models.build('SqueezeNet', 3)
+    opt = build_optimizer(model, config.parse(optimizer=name, weight_decay=0.01))
+    assert type(opt).__name__ == kind
+    decays = {p.ndim > 1: g['weight_decay'] for g in opt.param_groups for p in g['params']}
+    assert decays == {True: 0.01, False: 0.0}
+
+
+def test_sgd_nesterov_and_ranger_lookahead_settings_reach_the_optimizer():
+    model = models.build('SqueezeNet', 3)
+    assert build_optimizer(model, config.parse(optimizer='sgd', nesterov=True)).defaults['nesterov'] is True
+    opt = build_optimizer(model, config.parse(optimizer='ranger', ranger_k=4, ranger_alpha=0.3))
+    assert (opt.defaults['k'], opt.defaults['alpha']) == (4, 0.3)
+
+
+def test_cosine_warms_up_linearly_then_decays_to_min_lr():
+    assert warmup_cosine_factor(0, 10, 110, 0.0) == pytest.approx(0.01)
+    assert warmup_cosine_factor(5, 10, 110, 0.0) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert warmup_cosine_factor(10, 10, 110, 0.0) == pytest.approx(1.0)
+    assert warmup_cosine_factor(60, 10, 110, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert warmup_cosine_factor(110, 10, 110, 0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize('name, every', [('cosine', 'iter'), ('onecycle', 'iter'), ('step', 'epoch'),
+                                         ('multistep', 'epoch'), ('plateau', 'plateau')])
+def test_each_scheduler_steps_when_it_should(name, every):
+    model = models.build('SqueezeNet', 3)
+    cfg = config.parse(scheduler=name, max_epoch=4, lr_step=1, lr_milestones='1', warmup_epochs=1)
+    opt = build_optimizer(model, cfg)
+    schedule = build_scheduler(opt, cfg, steps_per_epoch=5)
+    assert schedule.every == every
+    lrs = []
+    for _ in range(4 * 5):
+        opt.step()
+        schedule.step_iter()
+        lrs.append(opt.param_groups[0]['lr'])
+    assert (len(set(lrs)) > 5) == (every == 'iter')
+    schedule.step_epoch(1.0)
+    if every == 'epoch':
+        assert opt.param_groups[0]['lr'] == pytest.approx(cfg.lr * cfg.lr_decay)
+
+
+@pytest.mark.parametrize('name', ['EfficientNet-B0', 'timm/resnet10t'])
+def test_timm_backbones_build_offline_and_features_feed_the_head(name):
+    model = models.build(name, 5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.head(model.forward_features(x)), model(x), atol=1e-5)
+    assert model(x).shape == (2, 5) and model.model_name == name
+
+
+def test_registry_lists_the_competition_backbones():
+    names = models.list_models()
+    for n in ('EfficientNet-B0', 'EfficientNet-B5', 'ResNeXt101_32x8d', 'SE-ResNeXt50_32x4d', 'timm/<name>'):
+        assert n in names
+    with pytest.raises(ValueError, match='timm has no model'):
+        models.build('timm/no_such_net', 3)
+
+
+@pytest.mark.parametrize('kind', ['se', 'cbam'])
+def test_attention_setting_adds_a_module_to_every_resnet34_block(kind):
+    model = models.build('ResNet34', 4, attention=kind)
+    assert sum(1 for m in model.modules() if hasattr(m, 'attention')) == 16  # 3 + 4 + 6 + 3 blocks
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    with pytest.raises(ValueError, match='works with ResNet34 and ResNet101'):
+        models.build('SqueezeNet', 4, attention=kind)
+
+
+def test_freeze_backbone_trains_only_the_head():
+    model = models.build('SqueezeNet', 3, freeze_backbone=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ['net.classifier.1.weight', 'net.classifier.1.bias']
+
+
+def _toy(accum=1, clip=0.0, ema=False):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    cfg = config.parse(accum_steps=accum, clip_grad=clip, ema=ema, ema_decay=0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = build_scheduler(opt, cfg, 1)
+    return model, opt, tricks.Trainer(model, opt, schedule, cfg)
+
+
+def test_gradient_accumulation_steps_once_per_accum_batches_with_the_mean_gradient():
+    x, y = torch.randn(4, 4), torch.tensor([0, 1, 1, 0])
+    model, _, trainer = _toy(accum=2)
+    ref, ref_opt, _ = _toy()
+    for i in range(2):
+        loss = torch.nn.functional.cross_entropy(model(x[2 * i:2 * i + 2]), y[2 * i:2 * i + 2])
+        before = model.weight.detach().clone()
+        trainer.backward(loss, i, 2, 0)
+        assert torch.equal(before, model.weight) == (i == 0)
+    torch.nn.functional.cross_entropy(ref(x), y).backward()
+    ref_opt.step()
+    assert torch.allclose(model.weight, ref.weight, atol=1e-6) and trainer.step_count == 1
+
+
+def test_gradient_clipping_bounds_the_update():
+    model, _, trainer = _toy(clip=0.01)
+    before = model.weight.detach().clone()
+    trainer.backward(model(torch.full((1, 4), 100.0)).sum() * 100, 0, 1, 0)
+    assert (model.weight - before).norm() <= 0.1 * 0.01 + 1e-6
+
+
+def test_ema_tracks_a_moving_average_of_the_weights():
+    model, _, trainer = _toy(ema=True)
+    for i in range(3):
+        trainer.backward(model(torch.randn(2, 4)).sum(), i, 3, 0)
+    assert not torch.equal(trainer.ema.module.weight, model.weight)
+    assert trainer.state_dict()['ema_step'] == 3
+
+
+def _fit(tmp_path, data, name, **kw):
+    cfg = config.parse(train_data_root=str(data), checkpoint_dir=str(tmp_path), run_name=name,
+                       **{**FAST, **kw})
+    return engine.fit(cfg)
+
+
+def test_ranger_ema_cutmix_run_resumed_matches_an_uninterrupted_one(tiny_data, tmp_path):
+    tricks_on = dict(optimizer='ranger', ranger_k=2, ema=True, cutmix_prob=0.5, mixup_prob=0.3, loss='joint',
+                     scheduler='step', lr_step=1, sampler='imbalanced', augment='trivialaugment', batch_size=6)
+    full = _fit(tmp_path, tiny_data / 'train', 'full', max_epoch=2, **tricks_on)
+    part = _fit(tmp_path, tiny_data / 'train', 'part', max_epoch=1, **tricks_on)
+    engine.fit(config.parse(resume=os.path.join(part, 'last.pth'), max_epoch=2))
+    a = torch.load(os.path.join(full, 'last.pth'), weights_only=True)
+    b = torch.load(os.path.join(part, 'last.pth'), weights_only=True)
+    for key in ('model', 'ema'):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    slow_a, slow_b = a['optimizer']['state'][0]['slow_buffer'], b['optimizer']['state'][0]['slow_buffer']
+    assert torch.equal(slow_a, slow_b) and a['ema_step'] == b['ema_step'] > 0
+    assert os.path.exists(os.path.join(full, 'best_model_ema.pth'))
+    rows = [json.loads(line) for line in open(os.path.join(full, 'metrics.jsonl'))]
+    assert 'val_acc_ema' in rows[0]
+    steps = open(os.path.join(full, 'lr.csv')).read().splitlines()  # the learning rate of every step
+    assert len(steps) == a['ema_step'] and [s.split(',')[0] for s in steps] == [str(i + 1) for i in range(len(steps))]
+
+
+def test_issue_recipe_settings_train_and_evaluate_resnet34_with_cbam(tiny_data, tmp_path):
+    run = _fit(tmp_path, tiny_data / 'train', 'recipe', model='ResNet34', attention='cbam', loss='joint',
+               optimizer='ranger', cutmix_prob=0.5, sampler='imbalanced', scheduler='cosine', normalize='dataset')
+    cfg = config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0)
+    model, ecfg, ckpt, _ = engine.load_for_eval(cfg)
+    assert sum(1 for m in model.modules() if hasattr(m, 'attention')) == 16
+    assert ecfg.norm_stats == ckpt['normalization'] and len(ckpt['normalization']['mean']) == 3
