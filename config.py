@@ -217,8 +217,8 @@ def closest(key, names):
 _TRUE, _FALSE = {'true', '1', 'yes', 'y', 'on'}, {'false', '0', 'no', 'n', 'off', ''}
 
 
-def coerce(name, value, kind):
-    """Convert a command-line value to the type of the setting's default."""
+def coerce(name, value, kind, item=str):
+    """Convert a command-line value to the type of the setting's default (`item`: the type of a list's items)."""
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -228,10 +228,10 @@ def coerce(name, value, kind):
                 return text in _TRUE
             raise ValueError
         if kind is list:
-            if isinstance(value, (list, tuple)):
-                return [str(v) for v in value]
-            text = str(value).strip().strip('[]()')
-            return [v.strip().strip('\'"') for v in text.split(',') if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                text = str(value).strip().strip('[]()')
+                value = [v.strip().strip('\'"') for v in text.split(',') if v.strip()]
+            return [coerce(name, v, item) for v in value]
         if kind is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
@@ -251,13 +251,14 @@ def parse(**kwargs):
     """DefaultConfig with the given overrides applied; unknown keys and ill-typed values raise ConfigError."""
     cfg = DefaultConfig()
     types = {name: kind for name, _, kind, _, _ in settings()}
+    items = {name: type(default[0]) for name, default, kind, _, _ in settings() if kind is list and default}
     for key, value in kwargs.items():
         name = key.replace('-', '_')
         if name not in types:
             guess = closest(name, list(types))
             hint = f'; did you mean --{flag(guess)}?' if guess else '; `python main.py help` lists the settings'
             raise ConfigError(f'unknown setting --{flag(name)}{hint}')
-        setattr(cfg, name, coerce(name, value, types[name]))
+        setattr(cfg, name, coerce(name, value, types[name], items.get(name, str)))
     check(cfg)
     cfg.given = {key.replace('-', '_') for key in kwargs}  # what the user set; the rest may come from a checkpoint
     return cfg
