@@ -166,7 +166,7 @@ class DefaultConfig:
     cb_beta: float = opt(0.999, 'beta of the effective_number class weights', 'balance')
     lb_pos: float = opt(0.9, 'label_smooth / joint: target probability of the true class', 'optim')
     lb_neg: float = opt(0.005, 'label_smooth / joint: target probability of every other class', 'optim')
-    joint_weights: list = opt([0.5, 0.5], 'joint loss: weights of ce and label_smooth', 'optim')
+    joint_weights: list = opt(['0.5', '0.5'], 'joint loss: weights of ce and label_smooth (e.g. 0.3,0.7)', 'optim')
     nesterov: bool = opt(False, 'Nesterov momentum for sgd', 'optim')
     ranger_k: int = opt(6, 'ranger / ranger_adabelief: Lookahead synchronisation period (steps)', 'optim')
     ranger_alpha: float = opt(0.5, 'ranger / ranger_adabelief: Lookahead slow-weight step', 'optim')

@@ -165,7 +165,7 @@ def help(**kwargs):
             group = grp
             lines.append(f'  [{grp}]')
         lines.append(f'    --{config.flag(name)}={default!r}  ({kind.__name__})  {text}')
-    lines += ['', 'models: ' + ', '.join(models.list_models())]
+    lines += ['', 'models: ' + ', '.join(models.list_models()) + f', {models.TIMM_PREFIX}<any timm model name>']
     print('\n'.join(lines))
 
 

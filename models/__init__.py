@@ -27,7 +27,7 @@ TIMM_PREFIX = 'timm/'  # --model=timm/<any timm model name>
 
 def list_models():
     """Registered model names, as the user types them."""
-    return list(MODELS) + [TIMM_PREFIX + '<name>']
+    return list(MODELS)
 
 
 def canonical_name(name):
