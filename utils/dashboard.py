@@ -112,7 +112,9 @@ def stop_server(proc, timeout=5):
 def serve(port=8097, host="127.0.0.1", env_path=".visdom"):
     """Run the dashboard in the foreground: print its URL and block until Ctrl-C."""
     proc = start_server(port=port, host=host, env_path=env_path)
-    # a terminated `dashboard` takes its server with it (the finally below), instead of orphaning it
+    # Ctrl-C even when started from a shell that ignores SIGINT for background jobs; and a terminated
+    # `dashboard` takes its server with it (the finally below) instead of orphaning it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     shown = "localhost" if is_loopback(host) else host
     print(f"visdom dashboard: http://{shown}:{port}  (env files in {Path(env_path).resolve()}; Ctrl-C stops it)")
