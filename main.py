@@ -158,13 +158,12 @@ def help(**kwargs):
     for name in COMMANDS:
         lines.append(f'  {name:<11} {COMMANDS[name].__doc__.splitlines()[0]}')
         lines.append(f'  {"":<11}   e.g. {EXAMPLES[name]}')
-    group = None
     lines += ['', 'settings (--name=value; booleans also --name / --noname):']
+    groups = {}  # each group once, in the order it first appears
     for name, default, kind, text, grp in config.settings():
-        if grp != group:
-            group = grp
-            lines.append(f'  [{grp}]')
-        lines.append(f'    --{config.flag(name)}={default!r}  ({kind.__name__})  {text}')
+        groups.setdefault(grp, []).append(f'    --{config.flag(name)}={default!r}  ({kind.__name__})  {text}')
+    for grp, entries in groups.items():
+        lines += [f'  [{grp}]'] + entries
     lines += ['', 'models: ' + ', '.join(models.list_models()) + f', {models.TIMM_PREFIX}<any timm model name>']
     print('\n'.join(lines))
 
