@@ -7,7 +7,7 @@ available memory is refused with the figures. Cached eval tensors equal the unca
 import os
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from .dataset import BadImage, ImageFolderDataset
@@ -47,7 +47,7 @@ def check_fits(nbytes, available=None):
                          f'use --cache=none (streams from disk) or a smaller --image-size')
 
 
-class CachedImages(Dataset):
+class CachedImages(ImageFolderDataset):
     """Images decoded and resized once, held as one uint8 tensor (N, 3, S, S); items are (uint8 image, label),
     or BadImage for a file that could not be decoded (the batch goes on without it, see `collate`)."""
 
@@ -66,13 +66,6 @@ class CachedImages(Dataset):
                 else:
                     self.images[i] = item[0]
                 i += 1
-
-    @property
-    def targets(self):
-        return [label for _, label in self.samples]
-
-    def __len__(self):
-        return len(self.samples)
 
     def __getitem__(self, index):
         if index in self.bad:
