@@ -13,7 +13,7 @@ import models
 from data import loaders, transforms
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
-from utils import checkpoint, distributed, fast, metrics, tricks
+from utils import checkpoint, distributed, fast, tricks
 from utils.optim import build_optimizer, build_scheduler
 from utils.panes import RunDashboard
 
