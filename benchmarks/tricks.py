@@ -1,17 +1,25 @@
 """Measure each training trick alone, and the write-up's full recipe, against a baseline.
 
-    python -m benchmarks.tricks                         # ResNet34, 6 epochs, every trick (~15 min on 2 busy cores)
-    python -m benchmarks.tricks --epochs=4 --only=baseline,cutmix,ema
+    python -m benchmarks.tricks                         # ResNet34, 6 epochs, seed 0, every trick, one at a time
+    python -m benchmarks.tricks --epochs=4 --only=baseline,cutmix_prob=0.5,ema
+    python -m benchmarks.tricks --use-gpu --epochs=15 --seeds=0,1,2 --jobs=12 --threads=1 --combine
 
 The data is a harder variant of the bundled digits demo, derived here: the training split made long-tailed
 (class k keeps a (1/10)^(k/9) share of its images, so the rarest class is 10x rarer than the largest) and 10 %
 of its labels flipped at random to another class. Validation is the demo's validation split; the score that
-matters is on the demo's untouched, balanced test split. Every run uses the same seed and budget.
+matters is on the demo's untouched, balanced test split. Every row uses the same seeds and budget; with several
+seeds a cell is the mean and the sample standard deviation over them.
+
+`--combine` adds one more row, chosen without looking at the test split: the baseline plus, from each group of
+tricks that do the same job (augmentation preset, mixing, class balancing, loss, optimizer, schedule,
+attention; jitter, erasing, normalisation and EMA each alone), the member whose mean validation accuracy beat
+the baseline's by the most, if any did.
 """
 import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -47,6 +55,10 @@ TRICKS = {
     'ema': dict(ema=True),
     'full recipe': RECIPE,
 }
+GROUPS = {'augment': 'augment=', 'mixing': ('cutmix_prob=', 'mixup_prob='),
+          'balance': ('sampler=', 'class_weight='), 'loss': 'loss=', 'optimizer': 'optimizer=',
+          'schedule': 'scheduler=', 'attention': 'attention=', 'jitter': 'jitter=', 'erasing': 'erasing=',
+          'normalize': 'normalize=', 'ema': 'ema'}
 
 
 def make_hard_demo(out, seed=0, ratio=10.0, noise=0.10):
@@ -86,7 +98,7 @@ def macro_f1(cm):
                                                                                               1e-12), 0)))
 
 
-def run_one(name, overrides, roots, args, out):
+def run_one(name, overrides, roots, args, out, seed):
     import torch
     import config
     from data import loaders
@@ -95,8 +107,8 @@ def run_one(name, overrides, roots, args, out):
     train, val, test = roots
     settings = dict(train_data_root=train, val_data_root=val, test_data_root=test, model=args.model,
                     max_epoch=args.epochs, batch_size=args.batch_size, num_workers=args.num_workers, vis=False,
-                    seed=args.seed, use_gpu=args.use_gpu,
-                    checkpoint_dir=os.path.join(out, 'runs'), run_name=name.replace('=', '-').replace(' ', '-'))
+                    seed=seed, use_gpu=args.use_gpu, checkpoint_dir=os.path.join(out, 'runs'),
+                    run_name=re.sub(r'[^A-Za-z0-9_.+-]+', '-', name) + f'-seed{seed}')
     settings.update(overrides)
     if settings.get('attention', 'none') != 'none' and args.model.lower() not in ('resnet34', 'resnet101'):
         settings['attention'] = 'none'  # attention exists for the ResNet family only
@@ -116,16 +128,82 @@ def run_one(name, overrides, roots, args, out):
     result = engine.evaluate(model, loaders.eval_loader(dataset, ecfg), torch.nn.CrossEntropyLoss(), device,
                              BadFileLog(), 'test')
     cm = metrics.confusion_matrix(result['targets'], result['probs'].argmax(1), len(ckpt['classes']))
-    return {'trick': name, 'val_acc': ckpt['best_metric'], 'test_acc': result['acc'], 'macro_f1': macro_f1(cm),
-            'seconds': seconds}
+    return {'trick': name, 'seed': seed, 'val_acc': ckpt['best_metric'], 'test_acc': result['acc'],
+            'macro_f1': macro_f1(cm), 'seconds': seconds}
+
+
+def summarize(runs, names):
+    """One row per trick: mean and sample standard deviation over its seeds of each figure."""
+    import statistics
+    rows = []
+    for name in names:
+        mine = [r for r in runs if r['trick'] == name]
+        row = {'trick': name, 'runs': len(mine)}
+        for key in ('val_acc', 'test_acc', 'macro_f1', 'seconds'):
+            values = [r[key] for r in mine]
+            row[key] = statistics.fmean(values)
+            row[key + '_sd'] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
 
 
 def table(rows):
-    lines = ['| trick | val acc | test acc | test macro-F1 | seconds |', '|---|---|---|---|---|']
+    def cell(row, key, scale=100):
+        text = f'{scale * row[key]:.2f}' if scale == 100 else f'{row[key]:.0f}'
+        return text + (f' ± {scale * row[key + "_sd"]:.{2 if scale == 100 else 0}f}' if row['runs'] > 1 else '')
+    base = next((r for r in rows if r['trick'] == 'baseline'), None)
+    lines = ['| trick | val acc | test acc | test vs baseline | test macro-F1 | seconds |',
+             '|---|---|---|---|---|---|']
     for r in rows:
-        lines.append(f'| {r["trick"]} | {100 * r["val_acc"]:.2f} | {100 * r["test_acc"]:.2f} | '
-                     f'{100 * r["macro_f1"]:.2f} | {r["seconds"]:.0f} |')
+        delta = f'{100 * (r["test_acc"] - base["test_acc"]):+.2f}' if base and r is not base else ''
+        lines.append(f'| {r["trick"]} | {cell(r, "val_acc")} | {cell(r, "test_acc")} | {delta} | '
+                     f'{cell(r, "macro_f1")} | {cell(r, "seconds", 1)} |')
     return '\n'.join(lines)
+
+
+def group_of(name):
+    return next((g for g, prefixes in GROUPS.items() if name.startswith(prefixes)), None)
+
+
+def combination(rows):
+    """(name, overrides) of the baseline plus, per group, the trick that beat the baseline's mean validation
+    accuracy by the most; None when none did."""
+    base = next(r for r in rows if r['trick'] == 'baseline')
+    best = {}
+    for r in rows:
+        group = group_of(r['trick'])
+        if group and r['val_acc'] > base['val_acc'] and r['val_acc'] > best.get(group, base)['val_acc']:
+            best[group] = r
+    if not best:
+        return None
+    chosen = [best[g]['trick'] for g in GROUPS if g in best]
+    overrides = {}
+    for name in chosen:
+        overrides.update(TRICKS[name])
+    return 'combined: ' + ' + '.join(chosen), overrides
+
+
+def run_all(jobs, roots, args):
+    """Every (name, overrides, seed) in `jobs`, in this process or in `args.jobs` parallel ones."""
+    runs = []
+
+    def done(row):
+        runs.append(row)
+        print(f'{row["trick"]} (seed {row["seed"]}): {json.dumps(row)}', flush=True)
+        with open(os.path.join(args.out, 'results.jsonl'), 'a') as f:
+            f.write(json.dumps(row) + '\n')
+    if args.jobs <= 1:
+        for name, overrides, seed in jobs:
+            done(run_one(name, overrides, roots, args, args.out, seed))
+        return runs
+    import concurrent.futures
+    import multiprocessing
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
+        futures = [pool.submit(run_one, name, overrides, roots, args, args.out, seed)
+                   for name, overrides, seed in jobs]
+        for future in concurrent.futures.as_completed(futures):
+            done(future.result())
+    return runs
 
 
 def main(argv=None):
@@ -133,7 +211,11 @@ def main(argv=None):
     parser.add_argument('--model', default='ResNet34')
     parser.add_argument('--epochs', type=int, default=6)
     parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seeds', default='0', help='comma-separated training seeds; each row runs once per seed')
+    parser.add_argument('--data-seed', type=int, default=0, help='seed of the long tail and the flipped labels')
+    parser.add_argument('--jobs', type=int, default=1, help='runs at a time, in separate processes (seconds '
+                                                            'then include the sharing)')
+    parser.add_argument('--combine', action='store_true', help='add the validation-selected combination row')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads for torch')
     parser.add_argument('--num-workers', type=int, default=0, help='data-loading processes')
     parser.add_argument('--use-gpu', action='store_true', help='train on CUDA (timings then are not CPU figures)')
@@ -146,17 +228,29 @@ def main(argv=None):
     unknown = [n for n in names if n not in TRICKS]
     if unknown:
         parser.error(f'unknown trick(s) {unknown}; choose from: {", ".join(TRICKS)}')
-    roots = make_hard_demo(os.path.join(args.out, 'data'), seed=args.seed)
-    rows = []
-    for name in names:
-        rows.append(run_one(name, TRICKS[name], roots, args, args.out))
-        print(f'{name}: {json.dumps(rows[-1])}', flush=True)
-        with open(os.path.join(args.out, 'results.jsonl'), 'a') as f:
-            f.write(json.dumps(rows[-1]) + '\n')
-    print(f'\n{args.model}, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, '
-          f'{"CUDA" if args.use_gpu else f"{args.threads} CPU threads"}; '
-          f'val = demo validation split (216), test = demo test split (360, balanced, clean)\n')
+    if args.combine and 'baseline' not in names:
+        parser.error('--combine needs the baseline row')
+    seeds = [int(s) for s in args.seeds.split(',')]
+    os.makedirs(args.out, exist_ok=True)
+    roots = make_hard_demo(os.path.join(args.out, 'data'), seed=args.data_seed)
+    runs = run_all([(name, TRICKS[name], seed) for name in names for seed in seeds], roots, args)
+    rows = summarize(runs, names)
+    if args.combine:
+        picked = combination(rows)
+        if picked is None:
+            print('\n--combine: no trick beat the baseline on validation; nothing to combine')
+        else:
+            TRICKS[picked[0]] = picked[1]
+            print(f'\n--combine: {picked[0]} = {picked[1]}', flush=True)
+            runs += run_all([(picked[0], picked[1], seed) for seed in seeds], roots, args)
+            rows = summarize(runs, names + [picked[0]])
+    print(f'\n{args.model}, {args.epochs} epochs, batch {args.batch_size}, seeds {args.seeds}, data seed '
+          f'{args.data_seed}, {"CUDA" if args.use_gpu else f"{args.threads} CPU threads"}, {args.jobs} run(s) at a '
+          f'time; val = demo validation split (216), test = demo test split (360, balanced, clean)'
+          + ('; cells are mean ± sd over the seeds' if len(seeds) > 1 else '') + '\n')
     print(table(rows))
+    with open(os.path.join(args.out, 'table.md'), 'w') as f:
+        f.write(table(rows) + '\n')
     return rows
 
 
