@@ -128,7 +128,7 @@ def run_one(name, overrides, roots, args, out, seed):
     result = engine.evaluate(model, loaders.eval_loader(dataset, ecfg), torch.nn.CrossEntropyLoss(), device,
                              BadFileLog(), 'test')
     cm = metrics.confusion_matrix(result['targets'], result['probs'].argmax(1), len(ckpt['classes']))
-    return {'trick': name, 'seed': seed, 'val_acc': ckpt['best_metric'], 'test_acc': result['acc'],
+    return {'trick': name, 'seed': seed, 'model': args.model, 'epochs': args.epochs, 'val_acc': ckpt['best_metric'], 'test_acc': result['acc'],
             'macro_f1': macro_f1(cm), 'seconds': seconds}
 
 
@@ -183,9 +183,24 @@ def combination(rows):
     return 'combined: ' + ' + '.join(chosen), overrides
 
 
+def previous_runs(args):
+    """Runs of this model and budget already recorded in OUT/results.jsonl (for --resume)."""
+    path = os.path.join(args.out, 'results.jsonl')
+    if not args.resume or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r.get('model') == args.model and r.get('epochs') == args.epochs]
+
+
 def run_all(jobs, roots, args):
-    """Every (name, overrides, seed) in `jobs`, in this process or in `args.jobs` parallel ones."""
-    runs = []
+    """Every (name, overrides, seed) in `jobs`, in this process or in `args.jobs` parallel ones; with --resume,
+    the ones already recorded are read back instead of run again."""
+    runs, done_before = [], {(r['trick'], r['seed']): r for r in previous_runs(args)}
+    runs += [done_before[name, seed] for name, _, seed in jobs if (name, seed) in done_before]
+    jobs = [job for job in jobs if (job[0], job[2]) not in done_before]
+    if runs:
+        print(f'--resume: {len(runs)} run(s) read back from {args.out}/results.jsonl, {len(jobs)} to go', flush=True)
 
     def done(row):
         runs.append(row)
@@ -216,6 +231,8 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=1, help='runs at a time, in separate processes (seconds '
                                                             'then include the sharing)')
     parser.add_argument('--combine', action='store_true', help='add the validation-selected combination row')
+    parser.add_argument('--resume', action='store_true', help='reuse the runs already in OUT/results.jsonl (same '
+                                                              'model and epochs) and run only the missing ones')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads for torch')
     parser.add_argument('--num-workers', type=int, default=0, help='data-loading processes')
     parser.add_argument('--use-gpu', action='store_true', help='train on CUDA (timings then are not CPU figures)')
