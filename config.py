@@ -29,8 +29,8 @@ class DefaultConfig:
     val_ratio: float = opt(0.15, 'share of train held out for validation when val_data_root is absent', 'data')
     image_size: int = opt(0, 'side in pixels the images are resized to; 0 = auto: median side of the training '
                           'images rounded to a multiple of 32, within 32..224', 'data')
-    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with cache=ram, else the CPUs of this '
-                           'process less one, at most 8)', 'data')
+    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with cache=ram or when training on a '
+                           'CPU of 2 cores or fewer, else the CPUs of this process less one, at most 8)', 'data')
     augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop) | affine (RandomAffine '
                        'translate 0.05) | resized (random resized crop) | randaugment | trivialaugment (basic + '
                        'torchvision\'s RandAugment / TrivialAugmentWide)', 'augment')
@@ -46,14 +46,14 @@ class DefaultConfig:
     # --- optimisation
     max_epoch: int = opt(15, 'number of training epochs', 'optim')
     batch_size: int = opt(64, 'images per batch', 'optim')
-    loss: str = opt('ce', 'loss function: ce | label_smooth (lb_pos on the true class, lb_neg elsewhere) | joint '
+    loss: str = opt('label_smooth', 'loss function: ce | label_smooth (lb_pos on the true class, lb_neg elsewhere) | joint '
                     '(joint_weights[0] * ce + joint_weights[1] * label_smooth)', 'optim')
-    optimizer: str = opt('adam', 'optimizer: sgd | adam | adamw | radam | ranger (RAdam + Lookahead + gradient '
+    optimizer: str = opt('adamw', 'optimizer: sgd | adam | adamw | radam | ranger (RAdam + Lookahead + gradient '
                          'centralisation) | ranger_adabelief | timm/<name> (any timm optimizer)', 'optim')
     lr: float = opt(1e-3, 'initial learning rate', 'optim')
     momentum: float = opt(0.9, 'SGD momentum', 'optim')
-    weight_decay: float = opt(1e-4, 'L2 weight decay', 'optim')
-    scheduler: str = opt('plateau', 'learning-rate schedule: plateau (multiply by lr_decay when the validation '
+    weight_decay: float = opt(1e-4, 'weight decay (decoupled for adamw; L2 for the others)', 'optim')
+    scheduler: str = opt('onecycle', 'learning-rate schedule: plateau (multiply by lr_decay when the validation '
                          'loss stops improving) | step | multistep | cosine (linear warmup, then cosine to min_lr) | onecycle | '
                          'none', 'optim')
     lr_decay: float = opt(0.5, 'factor the plateau / step / multistep schedules multiply the learning rate by', 'optim')
@@ -152,14 +152,15 @@ class DefaultConfig:
     # --- tricks: augmentation, mixing, class balance, losses, optimizers, schedules, backbones, EMA
     hflip: bool = opt(False, 'random horizontal flip; off by default: a flip changes the meaning of direction-bearing '
                       'classes (keep-left / keep-right signs, arrows, digits, text)', 'augment')
-    jitter: float = opt(0.0, 'brightness and contrast jitter strength (0 = off, 0.2 = +-20 %)', 'augment')
-    erasing: float = opt(0.0, 'RandomErasing probability per training image (0 = off)', 'augment')
-    normalize: str = opt('imagenet', 'input normalisation: imagenet statistics | dataset (the training images\' own '
-                         'mean and std, computed once and cached in the run directory)', 'augment')
+    jitter: float = opt(0.2, 'brightness and contrast jitter strength (0 = off, 0.2 = +-20 %)', 'augment')
+    erasing: float = opt(0.25, 'RandomErasing probability per training image (0 = off)', 'augment')
+    normalize: str = opt('auto', 'input normalisation: imagenet statistics | dataset (the training images\' own '
+                         'mean and std, computed once and cached in the run directory) | auto (dataset when training '
+                         'from scratch, imagenet with pretrained_path)', 'augment')
     cutmix_prob: float = opt(0.0, 'probability that a training batch gets CutMix (0 = off)', 'mix')
     cutmix_alpha: float = opt(1.0, 'CutMix Beta(alpha, alpha) parameter', 'mix')
-    mixup_prob: float = opt(0.0, 'probability that a training batch gets Mixup (0 = off; cutmix_prob + mixup_prob <= 1)',
-                            'mix')
+    mixup_prob: float = opt(0.5, 'probability that a training batch gets Mixup (0 = off; cutmix_prob + mixup_prob '
+                            '<= 1); 0 when only --cutmix-prob is given, so that asking for CutMix gets CutMix', 'mix')
     mixup_alpha: float = opt(0.2, 'Mixup Beta(alpha, alpha) parameter', 'mix')
     class_weight: str = opt('none', 'per-class loss weights: none | inverse | sqrt_inverse | effective_number '
                             '(Cui et al., 2019, with cb_beta)', 'balance')
@@ -180,8 +181,8 @@ class DefaultConfig:
     ema: bool = opt(False, 'keep an exponential moving average of the weights; it is validated and saved '
                     '(best_model_ema.pth) beside the raw weights', 'optim')
     ema_decay: float = opt(0.998, 'EMA decay (with warmup, so short runs average over fewer steps)', 'optim')
-    attention: str = opt('none', 'attention in every residual block of ResNet34 / ResNet101: none | se | cbam',
-                         'model')
+    attention: str = opt('auto', 'attention in every residual block of ResNet34 / ResNet101: none | se | cbam | '
+                         'auto (cbam for those two trained from scratch, none otherwise)', 'model')
     freeze_backbone: bool = opt(False, 'train only the final layer (fine-tuning local pretrained weights)', 'model')
 
     def to_dict(self):
@@ -259,8 +260,11 @@ def parse(**kwargs):
             hint = f'; did you mean --{flag(guess)}?' if guess else '; `python main.py help` lists the settings'
             raise ConfigError(f'unknown setting --{flag(name)}{hint}')
         setattr(cfg, name, coerce(name, value, types[name], items.get(name, str)))
+    given = {key.replace('-', '_') for key in kwargs}
+    if 'cutmix_prob' in given and 'mixup_prob' not in given:
+        cfg.mixup_prob = 0.0  # the default mixing is Mixup; asking for CutMix replaces it
     check(cfg)
-    cfg.given = {key.replace('-', '_') for key in kwargs}  # what the user set; the rest may come from a checkpoint
+    cfg.given = given  # what the user set; the rest may come from a checkpoint
     return cfg
 
 

@@ -151,7 +151,8 @@ def naive(cfg, device, epochs, workers):
                            T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     dataset = datasets.ImageFolder(cfg.train_data_root, transform=transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers)
-    net = models.build(cfg.model, len(dataset.classes)).to(device)
+    net = models.build(cfg.model, len(dataset.classes),
+                       attention=cfg.attention if 'attention' in cfg.given else 'none').to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     criterion = torch.nn.CrossEntropyLoss()
     seen, seconds = 0, 0.0
@@ -227,7 +228,8 @@ def main(argv=None):
     train_set, val_set = loaders.build_train_val(cfg)
     build_s = time.perf_counter() - t0
     classes = train_set.classes
-    model = models.build(cfg.model, len(classes)).to(device)
+    attention = cfg.attention if 'attention' in cfg.given else 'none'  # the architecture as registered
+    model = models.build(cfg.model, len(classes), attention=attention).to(device)
     net, precision = fast.setup(model, cfg, device)
     print(f'precision: {precision}; channels_last: {fast.use_channels_last(cfg, device)}; compile: {cfg.compile}; '
           f'datasets built in {build_s:.1f}s ({len(train_set)} train, {len(val_set)} val images)')
@@ -239,7 +241,7 @@ def main(argv=None):
     r['pipeline'], r['first_batch_s'] = pipeline(train_loader, device, cfg, args.steps + 1)
     r['first_batch_s'] += build_s
     print(f'(b) data pipeline alone, with augmentation: {r["pipeline"]:.1f} img/s')
-    model = models.build(cfg.model, len(classes)).to(device)  # fresh weights: a real training run
+    model = models.build(cfg.model, len(classes), attention=attention).to(device)  # fresh weights: a real run
     train_net, train_precision = fast.setup(model, cfg, device)
     speeds, limits, ratios, r['train_rss_mb'], acc = end_to_end(train_net, net, train_loader, cfg, device, train_precision, precision,
                                              args, len(classes))

@@ -1,5 +1,7 @@
 """The in-memory cache (`--cache=ram`): every image decoded and resized to the working size once, kept as
-uint8, and augmented per batch on the training device (utils/fast.py: finish_batch).
+uint8, and augmented per batch on the training device (utils/fast.py: finish_batch): the `basic` preset,
+`hflip`, `jitter`, the normalisation (ImageNet's or the training set's own) and `erasing`, in the order the
+per-image transforms apply them.
 
 The memory it takes is estimated and printed before anything is decoded; a cache that would not fit in the
 available memory is refused with the figures. Cached eval tensors equal the uncached ones bit for bit.
@@ -11,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from .dataset import BadImage, ImageFolderDataset
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, norm_stats
 
 CACHES = ('none', 'ram')
 BATCH_AUGMENTS = ('none', 'basic')
@@ -105,8 +107,77 @@ def augment_batch(images, augment='basic'):
     return images.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
 
-def normalize(images):
+def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """uint8 (N, 3, H, W) -> float, scaled to [0, 1] and normalised exactly as ToTensor + Normalize do."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, -1, 1, 1)
-    return images.float().div(255).sub_(mean).div_(std)
+    return scale_normalize(images.float().div(255), mean, std)
+
+
+def scale_normalize(images, mean, std):
+    mean = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return images.sub_(mean).div_(std)
+
+
+def uniform(n, low, high, device):
+    return torch.empty((n, 1, 1, 1), device=device).uniform_(low, high)
+
+
+def flip_batch(images):
+    """RandomHorizontalFlip(0.5), drawn per image."""
+    flip = torch.rand(images.shape[0], device=images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def adjust(images, brightness, contrast):
+    """torchvision's adjust_brightness then adjust_contrast on a float batch in [0, 1], with one factor per image
+    (tensors of shape (N, 1, 1, 1)): scale and clamp, then blend with the mean of the grayscale image, clamp."""
+    images = (images * brightness).clamp_(0, 1)
+    weights = torch.tensor([0.2989, 0.587, 0.114], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    gray = (images * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    return (contrast * images + (1 - contrast) * gray).clamp_(0, 1)
+
+
+def jitter_batch(images, strength):
+    """ColorJitter(brightness=strength, contrast=strength) per image: factors drawn from
+    [max(0, 1 - strength), 1 + strength], brightness first."""
+    n, device, low, high = images.shape[0], images.device, max(0.0, 1 - strength), 1 + strength
+    return adjust(images, uniform(n, low, high, device), uniform(n, low, high, device))
+
+
+def erase_batch(images, p, scale=(0.02, 0.33), ratio=(0.3, 3.3), attempts=10):
+    """RandomErasing(p) on a normalised batch, per image: with probability p, the first of `attempts` random
+    boxes (area a `scale` share of the image, log-uniform aspect `ratio`) that fits is set to 0; none fits,
+    nothing is erased -- torchvision's rule, drawn for the whole batch at once."""
+    n, _, h, w = images.shape
+    device = images.device
+    area = h * w * torch.empty((n, attempts), device=device).uniform_(*scale)
+    aspect = torch.exp(torch.empty((n, attempts), device=device).uniform_(*torch.log(torch.tensor(ratio)).tolist()))
+    bh = torch.sqrt(area * aspect).round().long()
+    bw = torch.sqrt(area / aspect).round().long()
+    fits = (bh < h) & (bw < w)
+    first = fits.float().argmax(1)  # the first attempt that fits (0 when none does; then `fits` says no)
+    pick = torch.arange(n, device=device)
+    bh, bw, fits = bh[pick, first], bw[pick, first], fits[pick, first]
+    top = (torch.rand(n, device=device) * (h - bh + 1)).long()
+    left = (torch.rand(n, device=device) * (w - bw + 1)).long()
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    inside = (((rows[None] >= top[:, None]) & (rows[None] < (top + bh)[:, None]))[:, :, None]
+              & ((cols[None] >= left[:, None]) & (cols[None] < (left + bw)[:, None]))[:, None, :])
+    erase = fits & (torch.rand(n, device=device) < p)
+    return images.masked_fill((inside & erase[:, None, None])[:, None], 0.0)
+
+
+def prepare_batch(images, cfg, train):
+    """A uint8 batch from the cache -> the float batch the model sees: for training the `augment` preset, `hflip`,
+    `jitter`, then for both the normalisation of `cfg`, then `erasing` for training."""
+    if train:
+        images = augment_batch(images, cfg.augment)
+        if getattr(cfg, 'hflip', False):
+            images = flip_batch(images)
+    images = images.float().div_(255)
+    if train and getattr(cfg, 'jitter', 0) > 0:
+        images = jitter_batch(images, cfg.jitter)
+    images = scale_normalize(images, *norm_stats(cfg))
+    if train and getattr(cfg, 'erasing', 0) > 0:
+        images = erase_batch(images, cfg.erasing)
+    return images

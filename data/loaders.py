@@ -25,14 +25,20 @@ def resolve_roots(cfg):
 
 
 def num_workers(cfg):
-    """cfg.num_workers, or the auto choice: none for cached data (nothing left to decode); otherwise the CPUs
-    this process may use (its share under torchrun) less one for the compute threads, at most 8."""
+    """cfg.num_workers, or the auto choice: none for cached data (nothing left to decode), none when the model
+    trains on a CPU of two cores or fewer (workers then take cores from the model: README "Speed and scale");
+    otherwise the CPUs this process may use (its share under torchrun) less one for the compute threads, at
+    most 8."""
     if cfg.num_workers >= 0:
         return cfg.num_workers
     if getattr(cfg, 'cache', 'none') == 'ram':
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-    return max(0, min(8, cpus // int(os.environ.get('LOCAL_WORLD_SIZE', '1')) - 1))
+    cpus //= int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+    on_gpu = getattr(cfg, 'use_gpu', False) and torch.cuda.is_available()
+    if not on_gpu and cpus <= 2:
+        return 0
+    return max(0, min(8, cpus - 1))
 
 
 def train_val_samples(cfg):

@@ -38,11 +38,20 @@ def augment_steps(cfg, image_size):
     return steps
 
 
+def normalize_name(cfg):
+    """cfg.normalize with 'auto' made concrete: the training set's own statistics when training from scratch,
+    ImageNet's when starting from pretrained weights (which were trained with those)."""
+    name = getattr(cfg, 'normalize', 'imagenet').lower()
+    if name == 'auto':
+        return 'imagenet' if getattr(cfg, 'pretrained_path', '') else 'dataset'
+    if name not in NORMALIZE:
+        raise ValueError(f'unknown --normalize={cfg.normalize!r}; choose one of: {", ".join(NORMALIZE + ("auto",))}')
+    return name
+
+
 def norm_stats(cfg):
     """(mean, std): ImageNet's, or the training set's own stored on cfg.norm_stats by `prepare_normalization`."""
-    name = getattr(cfg, 'normalize', 'imagenet').lower()
-    if name not in NORMALIZE:
-        raise ValueError(f'unknown --normalize={cfg.normalize!r}; choose one of: {", ".join(NORMALIZE)}')
+    name = normalize_name(cfg)
     stats = getattr(cfg, 'norm_stats', None)
     if name == 'dataset' and stats:
         return tuple(stats['mean']), tuple(stats['std'])
@@ -83,8 +92,7 @@ def dataset_stats(samples, image_size):
 def prepare_normalization(cfg, train_set, val_set, run_dir):
     """For --normalize=dataset: compute the training set's statistics once (cached as run_dir/normalization.json,
     reused on resume), store them on cfg.norm_stats and rebuild both datasets' transforms. Returns the stats."""
-    if getattr(cfg, 'normalize', 'imagenet').lower() != 'dataset':
-        norm_stats(cfg)  # validates the name
+    if normalize_name(cfg) != 'dataset':
         return None
     path = os.path.join(run_dir, NORM_FILE)
     if os.path.isfile(path):
@@ -92,8 +100,9 @@ def prepare_normalization(cfg, train_set, val_set, run_dir):
             stats = json.load(f)
     else:
         stats = dataset_stats(train_set.samples, cfg.image_size)
-        with open(path, 'w') as f:
+        with open(path + '.tmp', 'w') as f:
             json.dump(stats, f)
+        os.replace(path + '.tmp', path)
         print(f'normalisation from the training images: mean {stats["mean"]}, std {stats["std"]} (cached in {path})')
     cfg.norm_stats = stats
     train_set.transform = train_transform(cfg, cfg.image_size)

@@ -40,11 +40,25 @@ def canonical_name(name):
     return by_lower[name.lower()]
 
 
+ATTENTION_MODELS = ('ResNet34', 'ResNet101')
+
+
+def resolve_attention(name, attention, pretrained_path=''):
+    """`attention` with 'auto' made concrete: cbam for the ResNet family trained from scratch (the best recipe
+    measured on small data, README "Training tricks"), none for other models or when starting from weights
+    that were trained without it."""
+    attention = str(attention).lower()
+    if attention != 'auto':
+        return attention
+    return 'cbam' if canonical_name(name) in ATTENTION_MODELS and not pretrained_path else 'none'
+
+
 def build(name, num_classes, pretrained_path='', attention='none', freeze_backbone=False, **kwargs):
     """A randomly initialised model (or one started from a local weights file) with `num_classes` outputs;
-    `attention` (se | cbam) is added to every residual block of the ResNet family, and `freeze_backbone`
-    leaves only the final layer trainable."""
+    `attention` (se | cbam | auto, see `resolve_attention`) is added to every residual block of the ResNet
+    family, and `freeze_backbone` leaves only the final layer trainable."""
     name = canonical_name(name)
+    attention = resolve_attention(name, attention, pretrained_path)
     if name.startswith(TIMM_PREFIX):
         from .timm_models import timm_model
         model = timm_model(num_classes=num_classes, name=name[len(TIMM_PREFIX):], **kwargs)
@@ -52,8 +66,8 @@ def build(name, num_classes, pretrained_path='', attention='none', freeze_backbo
         module, builder = MODELS[name].split(':')
         model = getattr(importlib.import_module(module), builder)(num_classes=num_classes, **kwargs)
     model.model_name = name
-    if str(attention).lower() != 'none':
-        if name not in ('ResNet34', 'ResNet101'):
+    if attention != 'none':
+        if name not in ATTENTION_MODELS:
             raise ValueError(f'--attention={attention} works with ResNet34 and ResNet101, not {name}; '
                              f'use --attention=none')
         from .attention import add_attention

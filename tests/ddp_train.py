@@ -37,7 +37,8 @@ def main(train_root, checkpoint_dir, out):
 
     torch.nn.modules.module.register_module_forward_hook(record)
     cfg = config.parse(train_data_root=train_root, checkpoint_dir=checkpoint_dir, run_name='ddp', model='ResNet34',
-                       image_size=32, batch_size=6, max_epoch=2, num_workers=0, vis=False, sampler='imbalanced')
+                       image_size=32, batch_size=6, max_epoch=2, num_workers=0, vis=False, sampler='imbalanced',
+                       loss='ce', mixup_prob=0.0)  # plain labels reach the hooked CrossEntropyLoss
     engine.fit(cfg)
     rank = int(os.environ['RANK'])
     torch.save({'state': seen['model'].state_dict(), 'labels': seen['labels']}, os.path.join(out, f'rank{rank}.pt'))

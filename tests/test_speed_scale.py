@@ -71,3 +71,63 @@ def test_training_from_the_ram_cache_writes_checkpoints_and_metrics(tiny_data, t
 def test_unknown_amp_value_says_which_ones_exist():
     with pytest.raises(ValueError, match='--amp=.*auto, off, bf16, fp16'):
         fast.check(config.parse(amp='fp8'))
+
+
+def test_batch_jitter_matches_torchvision_per_image():
+    from torchvision.transforms import functional as TF
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 20, 20)
+    brightness = torch.tensor([0.8, 1.0, 1.2, 0.9, 1.1, 0.85]).view(-1, 1, 1, 1)
+    contrast = torch.tensor([1.2, 0.8, 1.0, 1.15, 0.9, 0.8]).view(-1, 1, 1, 1)
+    out = cache.adjust(images.clone(), brightness, contrast)
+    for i in range(len(images)):
+        expected = TF.adjust_contrast(TF.adjust_brightness(images[i], float(brightness[i])), float(contrast[i]))
+        assert torch.allclose(out[i], expected, atol=1e-6)
+    drawn = cache.jitter_batch(images.clone(), 0.2)
+    assert drawn.min() >= 0 and drawn.max() <= 1
+    assert len({round(float((drawn[i] - images[i]).abs().mean()), 6) for i in range(6)}) == 6  # per image
+
+
+def test_batch_erasing_blanks_one_box_of_the_right_size_per_chosen_image():
+    torch.manual_seed(0)
+    images = torch.ones(400, 3, 32, 32)
+    assert torch.equal(cache.erase_batch(images, 0.0), images)
+    out = cache.erase_batch(images, 0.5)
+    erased = 0
+    for image in out:
+        zero = image[0] == 0
+        assert torch.equal(zero, (image == 0).all(0))  # every channel, the same pixels
+        if zero.any():
+            erased += 1
+            rows, cols = zero.any(1).nonzero(), zero.any(0).nonzero()
+            h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+            assert int(zero.sum()) == h * w  # one filled rectangle
+            assert 0.02 * 1024 * 0.8 <= h * w <= 0.33 * 1024 * 1.25  # area share in scale, up to rounding
+    assert 160 <= erased <= 240  # p = 0.5 of 400 images
+
+
+def test_batch_flip_flips_about_half_of_the_images_whole():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (400, 3, 8, 8), dtype=torch.uint8)
+    out = cache.flip_batch(images)
+    flipped = [bool(torch.equal(o, i.flip(2))) for o, i in zip(out, images)]
+    assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, images))
+    assert 160 <= sum(flipped) <= 240
+
+
+def test_cached_batches_get_every_default_augmentation_and_the_dataset_normalisation(tiny_data):
+    from data import transforms
+    cfg = config.parse(train_data_root=str(tiny_data / 'train'), image_size=32, num_workers=0, cache='ram')
+    assert cfg.jitter > 0 and cfg.erasing > 0 and transforms.normalize_name(cfg) == 'dataset'
+    train_set, val_set = loaders.build_train_val(cfg)
+    cfg.norm_stats = {'mean': [0.3, 0.4, 0.5], 'std': [0.2, 0.25, 0.3]}
+    plain = transforms.eval_transform(cfg, 32)
+    image = val_set[0][0]
+    from PIL import Image
+    expected = plain(Image.fromarray(image.permute(1, 2, 0).numpy()))
+    assert torch.allclose(fast.finish_batch(image[None], torch.device('cpu'), cfg, False)[0], expected, atol=1e-6)
+    batch = torch.stack([train_set[i][0] for i in range(len(train_set))])
+    torch.manual_seed(0)
+    out = fast.finish_batch(batch, torch.device('cpu'), cfg, True)
+    zero = (out == 0).all(1).flatten(1).any(1)  # erased pixels are 0 in every channel
+    assert out.dtype == torch.float32 and zero.any() and not zero.all()

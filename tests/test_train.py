@@ -141,3 +141,15 @@ def test_help_lists_commands_settings_and_models_fast_without_torch():
         assert text in res.stdout
     assert ' torch' not in res.stderr  # -X importtime lists every imported module on stderr
     assert elapsed < 3  # generous for a loaded CI machine; about 0.3 s here
+
+
+def test_resume_with_a_longer_max_epoch_stretches_the_onecycle_schedule(tiny_data, tmp_path):
+    cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path), run_name='r',
+                       scheduler='onecycle', **{**FAST, 'max_epoch': 1})
+    run_dir = engine.fit(cfg)
+    steps = len(open(os.path.join(run_dir, 'lr.csv')).read().splitlines())
+    engine.fit(config.parse(resume=os.path.join(run_dir, 'last.pth'), max_epoch=3))
+    lrs = [float(line.split(',')[2]) for line in open(os.path.join(run_dir, 'lr.csv'))]
+    assert len(lrs) == 3 * steps  # the resumed epochs ran to the end
+    assert lrs[steps] > lrs[steps - 1]  # the one-epoch cycle had annealed; the stretched one is still high
+    assert lrs[-1] < 0.01 * max(lrs)  # and anneals at the new end

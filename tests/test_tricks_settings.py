@@ -237,3 +237,38 @@ def test_issue_recipe_settings_train_and_evaluate_resnet34_with_cbam(tiny_data, 
     model, ecfg, ckpt, _ = engine.load_for_eval(cfg)
     assert sum(1 for m in model.modules() if hasattr(m, 'attention')) == 16
     assert ecfg.norm_stats == ckpt['normalization'] and len(ckpt['normalization']['mean']) == 3
+
+
+def test_mixup_is_the_default_mixing_and_asking_for_cutmix_replaces_it():
+    assert config.parse().mixup_prob == 0.5 and config.parse().cutmix_prob == 0
+    assert config.parse(cutmix_prob=0.5).mixup_prob == 0  # the write-up's recipe gets CutMix alone
+    assert config.parse(cutmix_prob=0.5, mixup_prob=0.3).mixup_prob == 0.3
+
+
+def test_auto_attention_is_cbam_for_resnets_from_scratch_only():
+    assert models.resolve_attention('resnet34', 'auto') == 'cbam'
+    assert models.resolve_attention('ResNet101', 'auto') == 'cbam'
+    assert models.resolve_attention('SqueezeNet', 'auto') == 'none'
+    assert models.resolve_attention('ResNet34', 'auto', pretrained_path='w.pth') == 'none'
+    assert models.resolve_attention('ResNet34', 'se') == 'se'
+    assert transforms.normalize_name(config.parse()) == 'dataset'
+    assert transforms.normalize_name(config.parse(pretrained_path='w.pth')) == 'imagenet'
+
+
+def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, tmp_path):
+    """A user who changes nothing trains ResNet34 with CBAM on the data's own statistics; the checkpoint says
+    so and evaluates to the same validation accuracy."""
+    run = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path),
+                                  run_name='defaults', max_epoch=1, batch_size=8, num_workers=0, vis=False,
+                                  image_size=32))
+    stored = json.load(open(os.path.join(run, 'config.json')))
+    assert (stored['attention'], stored['normalize'], stored['loss'], stored['optimizer'], stored['scheduler']) == \
+        ('cbam', 'dataset', 'label_smooth', 'adamw', 'onecycle')
+    ckpt = torch.load(os.path.join(run, 'best_model.pth'), weights_only=True)
+    assert sum('.attention.' in key for key in ckpt['model']) > 16  # a module in each of the 16 blocks
+    model, cfg, ckpt, device = engine.load_for_eval(config.parse(load_path=os.path.join(run, 'best_model.pth'),
+                                                                 num_workers=0))
+    assert cfg.norm_stats == json.load(open(os.path.join(run, 'normalization.json')))
+    result = engine.evaluate_checkpoint(config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0,
+                                                     vis=False), 'val')
+    assert result['top1'] == pytest.approx(ckpt['best_metric'])

@@ -117,6 +117,8 @@ def fit(cfg):
     ddp = distributed.setup(cfg)
     cfg = distributed.main_first(ddp, loaders.resolve_roots, cfg)
     set_seed(cfg.seed)
+    cfg.attention = models.resolve_attention(cfg.model, cfg.attention, cfg.pretrained_path)  # 'auto' -> what is used
+    cfg.normalize = transforms.normalize_name(cfg)
     train_set, val_set = loaders.build_train_val(cfg)
     classes = train_set.classes
     if resume is not None:
@@ -128,7 +130,8 @@ def fit(cfg):
     if ddp.is_main:
         write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
         write_json(classes, os.path.join(run_dir, 'classes.json'))
-    transforms.prepare_normalization(cfg, train_set, val_set, run_dir)
+    # rank 0 computes and writes the statistics; the others then read them
+    distributed.main_first(ddp, transforms.prepare_normalization, cfg, train_set, val_set, run_dir)
     print(f'data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes, '
           f'{cfg.image_size} px; run directory {run_dir}')
 

@@ -83,11 +83,11 @@ def setup(model, cfg, device, wrap=None):
 
 def finish_batch(images, device, cfg, train):
     """Images ready for the model on `device`: uint8 batches from the RAM cache are augmented (train) and
-    normalised here, on the device; float batches pass through. channels_last on CUDA when set."""
+    normalised here, on the device (cache.prepare_batch); float batches pass through. channels_last on CUDA when
+    set."""
     images = images.to(device, non_blocking=True)
     if images.dtype == torch.uint8:
-        images = cache.augment_batch(images, cfg.augment) if train else images
-        images = cache.normalize(images)
+        images = cache.prepare_batch(images, cfg, train)
     if use_channels_last(cfg, device):
         images = images.contiguous(memory_format=torch.channels_last)
     return images

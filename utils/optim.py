@@ -84,9 +84,13 @@ class Schedule:
     def state_dict(self):
         return self.scheduler.state_dict() if self.scheduler else {}
 
+    # What the run's length decides: a resumed run keeps the values built from its (possibly new) max_epoch, so
+    # `--resume=... --max-epoch=30` stretches onecycle / multistep over the longer run instead of failing.
+    LENGTH_KEYS = ('total_steps', '_schedule_phases', 'milestones')
+
     def load_state_dict(self, state):
         if self.scheduler and state:
-            self.scheduler.load_state_dict(state)
+            self.scheduler.load_state_dict({k: v for k, v in state.items() if k not in self.LENGTH_KEYS})
 
 
 def plateau(optimizer, cfg, steps_per_epoch):

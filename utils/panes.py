@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD, norm_stats
 from utils import metrics
 from utils.visualize import LOG_NAME, Visualizer
 
@@ -27,10 +27,10 @@ WIN = {'log': 'run log', 'classes': 'class distribution', 'batch': 'training ima
        'per_class': 'per-class val accuracy', 'confusion': 'confusion matrix', 'worst': 'worst misclassified'}
 
 
-def unnormalize(images):
-    """(N, C, H, W) normalised tensor -> uint8 numpy array, as the images looked before Normalize."""
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
+def unnormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """(N, C, H, W) tensor normalised with (mean, std) -> uint8 numpy array, as the images looked before."""
+    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(std, dtype=np.float32)[:, None, None]
     array = images.detach().float().cpu().numpy() * std + mean
     return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
 
@@ -106,7 +106,7 @@ class RunDashboard:
         if images.shape[-1] > 2 * TILE:  # keep the grid (and the log) small for large images
             import torch.nn.functional as F
             images = F.interpolate(images.float(), size=(2 * TILE, 2 * TILE), mode='bilinear', antialias=True)
-        shown = enlarge(unnormalize(images), 64)
+        shown = enlarge(unnormalize(images, *norm_stats(self.cfg)), 64)
         names = ' '.join(self.classes[int(t)] for t in labels[:GRID])
         self.vis.call('images', shown, nrow=8, win=WIN['batch'],
                       opts=dict(title=WIN['batch'], caption=f'first batch, un-normalised; classes: {names}',
@@ -162,7 +162,7 @@ class RunDashboard:
             return
         tiles, captions = [], []
         for row in worst:
-            image = unnormalize(val_set[readable[row]][0][None])[0]
+            image = unnormalize(val_set[readable[row]][0][None], *norm_stats(self.cfg))[0]
             true, pred = self.classes[targets[row]], self.classes[probs[row].argmax()]
             tiles.append(labelled_tile(image, [f'true {true}', f'pred {pred} {probs[row].max():.2f}']))
             captions.append(f'{true}->{pred}')
