@@ -281,6 +281,12 @@ def check(cfg):
         raise ConfigError(f'--lr must be positive, got {cfg.lr}')
     if cfg.accum_steps < 1:
         raise ConfigError(f'--accum-steps must be at least 1, got {cfg.accum_steps}')
+    for name, choices in (('attention', ('auto', 'none', 'se', 'cbam')), ('normalize', ('auto', 'imagenet', 'dataset'))):
+        if str(getattr(cfg, name)).lower() not in choices:
+            raise ConfigError(f'unknown --{name}={getattr(cfg, name)!r}; choose one of: {", ".join(choices)}')
+    if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):
+        raise ConfigError(f'--cutmix-prob and --mixup-prob are per-batch probabilities of one mix each: both in 0..1 '
+                          f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')
 
 
 def from_dict(values):

@@ -47,10 +47,13 @@ def resolve_attention(name, attention, pretrained_path=''):
     """`attention` with 'auto' made concrete: cbam for the ResNet family trained from scratch (the best recipe
     measured on small data, README "Training tricks"), none for other models or when starting from weights
     that were trained without it."""
-    attention = str(attention).lower()
-    if attention != 'auto':
-        return attention
-    return 'cbam' if canonical_name(name) in ATTENTION_MODELS and not pretrained_path else 'none'
+    attention, name = str(attention).lower(), canonical_name(name)
+    if attention == 'auto':
+        return 'cbam' if name in ATTENTION_MODELS and not pretrained_path else 'none'
+    if attention != 'none' and name not in ATTENTION_MODELS:
+        raise ValueError(f'--attention={attention} works with {" and ".join(ATTENTION_MODELS)}, not {name}; '
+                         f'use --attention=none')
+    return attention
 
 
 def build(name, num_classes, pretrained_path='', attention='none', freeze_backbone=False, **kwargs):
@@ -67,9 +70,6 @@ def build(name, num_classes, pretrained_path='', attention='none', freeze_backbo
         model = getattr(importlib.import_module(module), builder)(num_classes=num_classes, **kwargs)
     model.model_name = name
     if attention != 'none':
-        if name not in ATTENTION_MODELS:
-            raise ValueError(f'--attention={attention} works with ResNet34 and ResNet101, not {name}; '
-                             f'use --attention=none')
         from .attention import add_attention
         add_attention(model.net, attention)
     if pretrained_path:

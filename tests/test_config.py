@@ -1,6 +1,7 @@
 import pytest
 
 import config
+from conftest import run_cli, write_class_folders
 from main import quote_values
 
 
@@ -53,3 +54,22 @@ def test_every_setting_has_a_help_line_and_survives_a_round_trip():
         assert text and group, name
     cfg = config.parse(lr=0.5, env='x')
     assert config.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize('given, message', [
+    (dict(attention='foo'), r"unknown --attention='foo'; choose one of: auto, none, se, cbam"),
+    (dict(normalize='foo'), r"unknown --normalize='foo'; choose one of: auto, imagenet, dataset"),
+    (dict(cutmix_prob=0.7, mixup_prob=0.5), r'sum <= 1, got 0.7 \+ 0.5'),
+    (dict(mixup_prob=-0.1), r'both in 0..1'),
+])
+def test_trick_choices_and_mix_probabilities_are_checked_when_parsed(given, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(**given)
+
+
+def test_attention_on_a_model_without_residual_blocks_stops_before_a_run_directory_exists(tmp_path):
+    write_class_folders(tmp_path / 'data' / 'train', ['a', 'b'], 4)
+    res = run_cli('train', '--model=SqueezeNet', '--attention=cbam', '--vis=false', cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
+        'error: --attention=cbam works with ResNet34 and ResNet101, not SqueezeNet; use --attention=none'
+    assert not (tmp_path / 'checkpoints').exists() or not any((tmp_path / 'checkpoints').iterdir())
