@@ -156,7 +156,8 @@ class DefaultConfig:
     erasing: float = opt(0.25, 'RandomErasing probability per training image (0 = off)', 'augment')
     normalize: str = opt('auto', 'input normalisation: imagenet statistics | dataset (the training images\' own '
                          'mean and std, computed once and cached in the run directory) | auto (dataset when training '
-                         'from scratch, imagenet with pretrained_path)', 'augment')
+                         'from scratch; with pretrained_path, dataset if that checkpoint of this toolkit used it, '
+                         'else imagenet)', 'augment')
     cutmix_prob: float = opt(0.0, 'probability that a training batch gets CutMix (0 = off)', 'mix')
     cutmix_alpha: float = opt(1.0, 'CutMix Beta(alpha, alpha) parameter', 'mix')
     mixup_prob: float = opt(0.5, 'probability that a training batch gets Mixup (0 = off; cutmix_prob + mixup_prob '
@@ -182,7 +183,8 @@ class DefaultConfig:
                     '(best_model_ema.pth) beside the raw weights', 'optim')
     ema_decay: float = opt(0.998, 'EMA decay (with warmup, so short runs average over fewer steps)', 'optim')
     attention: str = opt('auto', 'attention in every residual block of ResNet34 / ResNet101: none | se | cbam | '
-                         'auto (cbam for those two trained from scratch, none otherwise)', 'model')
+                         'auto (cbam for those two trained from scratch; with pretrained_path, what that checkpoint '
+                         'of this toolkit used, none for other weights files; none for other models)', 'model')
     freeze_backbone: bool = opt(False, 'train only the final layer (fine-tuning local pretrained weights)', 'model')
 
     def to_dict(self):

@@ -39,11 +39,16 @@ def augment_steps(cfg, image_size):
 
 
 def normalize_name(cfg):
-    """cfg.normalize with 'auto' made concrete: the training set's own statistics when training from scratch,
-    ImageNet's when starting from pretrained weights (which were trained with those)."""
+    """cfg.normalize with 'auto' made concrete: the training set's own statistics when training from scratch;
+    starting from `pretrained_path`, those too when that checkpoint of this toolkit used its data's own, else
+    ImageNet's (which other pretrained weights expect)."""
     name = getattr(cfg, 'normalize', 'imagenet').lower()
     if name == 'auto':
-        return 'imagenet' if getattr(cfg, 'pretrained_path', '') else 'dataset'
+        path = getattr(cfg, 'pretrained_path', '')
+        if not path:
+            return 'dataset'
+        from utils.checkpoint import stored_settings
+        return 'dataset' if stored_settings(path).get('normalize') == 'dataset' else 'imagenet'
     if name not in NORMALIZE:
         raise ValueError(f'unknown --normalize={cfg.normalize!r}; choose one of: {", ".join(NORMALIZE + ("auto",))}')
     return name

@@ -45,11 +45,15 @@ ATTENTION_MODELS = ('ResNet34', 'ResNet101')
 
 def resolve_attention(name, attention, pretrained_path=''):
     """`attention` with 'auto' made concrete: cbam for the ResNet family trained from scratch (the best recipe
-    measured on small data, README "Training tricks"), none for other models or when starting from weights
-    that were trained without it."""
+    measured on small data, README "Training tricks"), none for other models; starting from `pretrained_path`,
+    what that checkpoint of this toolkit was trained with, or none for other weights files."""
     attention, name = str(attention).lower(), canonical_name(name)
     if attention == 'auto':
-        return 'cbam' if name in ATTENTION_MODELS and not pretrained_path else 'none'
+        if pretrained_path:
+            from utils.checkpoint import stored_settings
+            stored = str(stored_settings(pretrained_path).get('attention', 'none')).lower()
+            return stored if stored in ('se', 'cbam') and name in ATTENTION_MODELS else 'none'
+        return 'cbam' if name in ATTENTION_MODELS else 'none'
     if attention != 'none' and name not in ATTENTION_MODELS:
         raise ValueError(f'--attention={attention} works with {" and ".join(ATTENTION_MODELS)}, not {name}; '
                          f'use --attention=none')

@@ -245,14 +245,16 @@ def test_mixup_is_the_default_mixing_and_asking_for_cutmix_replaces_it():
     assert config.parse(cutmix_prob=0.5, mixup_prob=0.3).mixup_prob == 0.3
 
 
-def test_auto_attention_is_cbam_for_resnets_from_scratch_only():
+def test_auto_attention_is_cbam_for_resnets_from_scratch_only(tmp_path):
     assert models.resolve_attention('resnet34', 'auto') == 'cbam'
     assert models.resolve_attention('ResNet101', 'auto') == 'cbam'
     assert models.resolve_attention('SqueezeNet', 'auto') == 'none'
-    assert models.resolve_attention('ResNet34', 'auto', pretrained_path='w.pth') == 'none'
     assert models.resolve_attention('ResNet34', 'se') == 'se'
     assert transforms.normalize_name(config.parse()) == 'dataset'
-    assert transforms.normalize_name(config.parse(pretrained_path='w.pth')) == 'imagenet'
+    plain = str(tmp_path / 'torchvision_resnet34.pth')  # weights from elsewhere: a bare state_dict
+    torch.save(models.build('ResNet34', 10).net.state_dict(), plain)
+    assert models.resolve_attention('ResNet34', 'auto', pretrained_path=plain) == 'none'
+    assert transforms.normalize_name(config.parse(pretrained_path=plain)) == 'imagenet'
 
 
 def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, tmp_path):
@@ -272,3 +274,10 @@ def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, t
     result = engine.evaluate_checkpoint(config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0,
                                                      vis=False), 'val')
     assert result['top1'] == pytest.approx(ckpt['best_metric'])
+
+    # Fine-tuning from that checkpoint with the defaults keeps its attention and its kind of normalisation.
+    tuned = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path),
+                                    run_name='tuned', pretrained_path=os.path.join(run, 'best_model.pth'), max_epoch=1,
+                                    batch_size=8, num_workers=0, vis=False, image_size=32))
+    stored = json.load(open(os.path.join(tuned, 'config.json')))
+    assert (stored['attention'], stored['normalize']) == ('cbam', 'dataset')

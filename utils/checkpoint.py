@@ -1,4 +1,5 @@
 """Checkpoints are plain dicts, written atomically and read with weights_only=True."""
+import functools
 import os
 import tempfile
 
@@ -23,6 +24,20 @@ def save(obj, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def stored_settings(path):
+    """The settings a weights file was trained with when it is a checkpoint of this toolkit, else {} (a plain
+    state_dict, or no such file: loading it later says what is wrong)."""
+    if not os.path.isfile(path):
+        return {}
+    return dict(_stored_settings(os.path.abspath(path), os.path.getmtime(path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _stored_settings(path, mtime):
+    state = load(path)
+    return tuple(state['config'].items()) if isinstance(state, dict) and isinstance(state.get('config'), dict) else ()
 
 
 def load(path, map_location='cpu'):
