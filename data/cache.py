@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from .dataset import BadImage, ImageFolderDataset
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, norm_stats
+from .transforms import norm_stats
 
 CACHES = ('none', 'ram')
 BATCH_AUGMENTS = ('none', 'basic')
@@ -107,12 +107,8 @@ def augment_batch(images, augment='basic'):
     return images.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
 
-def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """uint8 (N, 3, H, W) -> float, scaled to [0, 1] and normalised exactly as ToTensor + Normalize do."""
-    return scale_normalize(images.float().div(255), mean, std)
-
-
-def scale_normalize(images, mean, std):
+def normalize(images, mean, std):
+    """A float batch in [0, 1] normalised in place as Normalize(mean, std) does."""
     mean = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     return images.sub_(mean).div_(std)
@@ -177,7 +173,7 @@ def prepare_batch(images, cfg, train):
     images = images.float().div_(255)
     if train and getattr(cfg, 'jitter', 0) > 0:
         images = jitter_batch(images, cfg.jitter)
-    images = scale_normalize(images, *norm_stats(cfg))
+    images = normalize(images, *norm_stats(cfg))
     if train and getattr(cfg, 'erasing', 0) > 0:
         images = erase_batch(images, cfg.erasing)
     return images

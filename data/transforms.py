@@ -78,7 +78,6 @@ def eval_transform(cfg, image_size):
 
 def dataset_stats(samples, image_size):
     """Per-channel mean and std of the images in `samples` [(path, label)], resized as for training."""
-    import torch
     from .dataset import load_rgb
     resize, total, total_sq, n = T.Compose([T.Resize((image_size, image_size)), T.ToTensor()]), 0, 0, 0
     for path, _ in samples:

@@ -23,7 +23,7 @@ def test_cached_eval_tensors_equal_uncached_ones_at_the_working_size(tiny_data, 
         image, label = val_cached[i]
         assert image.dtype == torch.uint8 and image.shape == (3, 48, 48)
         assert label == val_plain[i][1]
-        assert torch.equal(cache.normalize(image[None])[0], val_plain[i][0])
+        assert torch.equal(cache.prepare_batch(image[None], plain, False)[0], val_plain[i][0])
 
 
 def test_cache_refuses_with_the_figure_when_it_exceeds_available_memory(tiny_data):
