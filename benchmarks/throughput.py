@@ -10,7 +10,8 @@ demo's training images); the pipeline efficiency (c)/(a); inference without and 
 (torchvision ImageFolder + DataLoader + the same model, written as a tutorial writes it) and our ratio to it;
 time to the first batch; peak memory (RSS of this process and of its loader workers; CUDA peak allocation);
 and the resident memory after each of several streaming passes over the data with the cache off (flat =
-streaming). Settings other than the flags below are the toolkit's defaults (config.py), e.g. --amp=auto.
+streaming). Settings other than the flags below are the toolkit's defaults (config.py), e.g. --amp=auto,
+except attention: the model is the registered architecture unless --set attention=cbam|se is given.
 Machines shared with other work give noisy figures: the limit is measured between the timed training
 epochs, and the efficiency is the median of the per-epoch ratios to the neighbouring limits.
 """
