@@ -195,7 +195,12 @@ class DefaultConfig:
         return json.dumps(self.to_dict(), indent=1)
 
 
-class ConfigError(ValueError):
+class UserError(ValueError):
+    """A mistake the user can fix (a bad setting, a missing folder, a checkpoint of other classes): `main.py` prints
+    it as one line. Anything else is a bug and keeps its traceback."""
+
+
+class ConfigError(UserError):
     """A setting that does not exist or a value that does not fit its type."""
 
 
