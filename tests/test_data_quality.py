@@ -274,3 +274,34 @@ def test_class_distribution_bar_chart_reaches_a_running_dashboard(tmp_path):
         assert [d['y'] for d in data['content']['data']] == [[3, 1], [1, 0]]
     finally:
         stop_server(proc)
+
+
+@pytest.mark.parametrize('field, value', [
+    ('original', '../escaped.png'),            # a file written beside the data root
+    ('original', '/ABS/escaped.png'),          # a file written anywhere
+    ('original', 'train/link/escaped.png'),    # through a symlinked folder that leaves the root
+    ('quarantined', '../victim.png'),          # a file moved out of a folder beside the quarantine
+])
+def test_undo_refuses_a_manifest_row_that_leaves_the_data_root_or_the_quarantine(tmp_path, capsys, field, value):
+    import main
+    root = str(tmp_path / 'd')
+    write_class_folders(os.path.join(root, 'train'), ['a', 'b'], 3)
+    open(os.path.join(root, 'train', 'a', 'zero.png'), 'wb').close()
+    open(os.path.join(root, 'train', 'b', 'zero.png'), 'wb').close()
+    clean.clean(root, ['zero_byte'])
+    outside = tmp_path / 'elsewhere'
+    outside.mkdir()
+    os.symlink(outside, os.path.join(root, 'train', 'link'))
+    (tmp_path / 'victim.png').write_bytes(b'')  # same content as the quarantined zero-byte files
+    path = os.path.join(root + '-quarantine', 'manifest.csv')
+    rows = list(csv.DictReader(open(path)))
+    rows[1][field] = value.replace('/ABS', str(outside))
+    with open(path, 'w', newline='') as f:
+        w = csv.DictWriter(f, clean.FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    state = tree(str(tmp_path))
+    assert main.main(['clean', f'--data-root={root}', '--undo']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'manifest.csv line 3' in err[0] and value.replace('/ABS', str(outside)) in err[0]
+    assert tree(str(tmp_path)) == state  # nothing moved, nothing created anywhere

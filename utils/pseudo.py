@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from data import loaders, manifest, transforms
+from data.clean import inside
 from data.dataset import ImageFolderDataset, is_image_file
 
 
@@ -124,11 +125,6 @@ def check_settings(cfg):
         raise ValueError('--pseudo-cap and --rounds must be >= 0 and --pseudo-min-support >= 1')
     if not cfg.unlabeled_root:
         raise ValueError('give the images to label with --unlabeled-root=FOLDER')
-
-
-def inside(path, folder):
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
 
 
 def label_once(cfg, run_name):
