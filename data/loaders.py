@@ -5,7 +5,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import cache, transforms
-from .dataset import ImageFolderDataset, auto_image_size, collate, find_classes, scan, stratified_split
+from .dataset import (ImageFolderDataset, auto_image_size, check_classes, collate, find_classes, scan,
+                      stratified_split)
 from .demo import ensure_demo
 
 
@@ -46,6 +47,7 @@ def train_val_samples(cfg):
     val_data_root when it exists, else a stratified split."""
     classes = find_classes(cfg.train_data_root)
     samples = scan(cfg.train_data_root, classes)
+    check_classes(classes, samples, cfg.train_data_root, cfg.allow_empty_classes)
     if getattr(cfg, 'kfold', 0):
         from utils.folds import kfold_indices
         train_idx, val_idx = kfold_indices([label for _, label in samples], cfg.kfold, cfg.fold, cfg.seed)

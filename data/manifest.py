@@ -10,7 +10,7 @@ labels are class names.
 import csv
 import os
 
-from .dataset import find_classes, scan, stratified_split
+from .dataset import check_classes, find_classes, scan, stratified_split
 
 SPLITS = ('train', 'val', 'test')
 
@@ -88,6 +88,7 @@ def train_val_samples(cfg):
     val = samples([r for r in rows if r.get('split') == 'val'], classes, cfg.manifest)
     if not train:
         raise ValueError(f'{cfg.manifest} has no training rows (split empty or "train")')
+    check_classes(classes, train, cfg.manifest, cfg.allow_empty_classes)
     if not val and 'val_data_root' in getattr(cfg, 'given', ()):
         val = samples([{'path': p, 'label': find_classes(cfg.val_data_root)[i]}
                        for p, i in scan(cfg.val_data_root, find_classes(cfg.val_data_root))], classes,
