@@ -42,13 +42,18 @@ def scan(root, classes):
     return samples
 
 
+def short(names, n=10):
+    """The first n names as a list, with ' ...' when there are more (for one-line messages)."""
+    return f'{list(names)[:n]}{" ..." if len(names) > n else ""}'
+
+
 def check_classes(classes, samples, source, allow_empty=False):
     """Refuse training samples of fewer than two classes (a one-class model is right on every image) and, unless
     `allow_empty` keeps them as output classes, the classes without a single image, by name."""
     counts = Counter(label for _, label in samples)
     filled = [c for i, c in enumerate(classes) if counts[i]]
     empty = [c for i, c in enumerate(classes) if not counts[i]]
-    listed = f'{empty[:10]}{" ..." if len(empty) > 10 else ""}'
+    listed = short(empty)
     if len(filled) < 2:
         raise config.UserError(f'{source} has training images of {len(filled)} class(es) {filled}'
                                + (f' (without images: {listed})' if empty else '')

@@ -168,6 +168,19 @@ def test_split_manifest_round_trips_and_trains_with_extra_manifest(tmp_path):
     assert {p for p, _ in val_set.samples} == {r['path'] for r in rows if r['split'] == 'val'}
 
 
+def test_kfold_on_a_manifest_partitions_its_rows(tmp_path):
+    write_class_folders(tmp_path / 'data' / 'train', ['a', 'b', 'c'], 6)
+    rows = manifest.split_rows(config.parse(train_data_root=str(tmp_path / 'data' / 'train')))
+    path = manifest.write(str(tmp_path / 'data' / 'split.csv'), rows, ('path', 'label', 'split'))
+    seen = []
+    for fold in range(3):
+        classes, train, val = loaders.train_val_samples(config.parse(manifest=path, kfold=3, fold=fold))
+        assert classes == ['a', 'b', 'c'] and not {p for p, _ in train} & {p for p, _ in val}
+        assert np.bincount([y for _, y in val]).tolist() == [2, 2, 2]  # stratified
+        seen += [p for p, _ in val]
+    assert sorted(seen) == sorted(r['path'] for r in rows)  # the folds cover the manifest's rows once
+
+
 def test_class_threshold_is_the_lowest_confidence_reaching_the_precision_target():
     # Class 0 predictions, most confident first: right, right, wrong, right, right, wrong, right (all above 0.5).
     conf = [0.99, 0.97, 0.95, 0.93, 0.90, 0.80, 0.70]

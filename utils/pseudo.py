@@ -142,10 +142,8 @@ def label_once(cfg, run_name):
     # Thresholds and the training distribution come from the plain training data of the checkpoint.
     plain = loaders.resolve_roots(copy.copy(cfg))
     plain.extra_manifest, plain.upsample_hard = '', 0
-    train_set, val_set = loaders.build_train_val(plain)
     classes = ckpt['classes']
-    if list(train_set.classes) != list(classes):
-        raise ValueError(f'the training data of {cfg.load_path} no longer has the classes it was trained on')
+    train_set, val_set = loaders.build_train_val(plain, classes)
     train_counts = np.bincount(train_set.targets, minlength=len(classes))
     val_probs = predict(model, [p for p, _ in val_set.samples], classes, cfg, device, cfg.pseudo_tta)
     readable = ~np.isnan(val_probs).any(1)
