@@ -249,6 +249,25 @@ def test_pseudo_never_writes_into_the_source_folder(trained):
     assert tree(source) == before
 
 
+def test_pseudo_never_labels_validation_or_test_images_found_by_path_or_content(trained, tmp_path, capsys):
+    tmp, ckpt = trained
+    rows = manifest.read(str(tmp / 'data' / 'split.csv'))
+    val = {r['path'] for r in rows if r['split'] == 'val'}
+    copied = [r['path'] for r in rows if r['split'] == 'train'][:3]
+    for p in copied:  # the test folder holds copies of three training images under other names
+        os.makedirs(tmp_path / 'test' / os.path.basename(os.path.dirname(p)), exist_ok=True)
+        shutil.copy(p, tmp_path / 'test' / os.path.basename(os.path.dirname(p)) / ('t' + os.path.basename(p)))
+    source = str(tmp / 'data' / 'train')  # the validation images sit under the unlabelled folder
+    (run_dir, accepted, rep), = pseudo.run(config.parse(
+        load_path=ckpt, unlabeled_root=source, test_data_root=str(tmp_path / 'test'), pseudo_floor=0.0,
+        pseudo_precision=0.01, pseudo_min_support=1, pseudo_cap=10.0, num_workers=0,
+        checkpoint_dir=str(tmp_path / 'runs'), run_name='p'))
+    taken = {r['path'] for r in manifest.read(accepted, allow_empty=True)}
+    assert len(val) == 6 and not taken & val and not taken & set(copied)
+    assert rep['images'] == 36 and rep['excluded'] == 9 and len(taken) == 36 - 9
+    assert '9 excluded as validation / test images' in capsys.readouterr().out
+
+
 def test_hard_lists_misclassified_images_and_upsample_adds_region_cropped_copies(trained):
     from utils import hard
     tmp, ckpt = trained
