@@ -131,7 +131,7 @@ def undo(root, quarantine=''):
     for line, row in enumerate(rows, start=2):
         for field, folder in (('original', root), ('quarantined', quarantine)):
             path = os.path.join(folder, row[field] or '')
-            if not row[field] or not inside(path, folder) or os.path.realpath(path) == os.path.realpath(folder):
+            if not inside(path, folder) or os.path.realpath(path) == os.path.realpath(folder):
                 raise config.UserError(
                     f'{os.path.join(quarantine, "manifest.csv")} line {line}: {field} path {row[field]!r} leads '
                     f'outside {folder}; undo moved nothing: fix or remove that row and run clean --undo again')

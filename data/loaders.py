@@ -44,10 +44,10 @@ def num_workers(cfg):
 
 
 def train_val_samples(cfg, classes=None):
-    """(classes, train samples, val samples): the one split every command uses. The images are --manifest's
-    training rows or train_data_root's; with --kfold, its held-out fold of them (with a manifest's val rows;
-    --val-data-root unused); else the manifest's val rows, else --val-data-root (with a manifest: when given),
-    else a stratified split. `classes` (a checkpoint's): the data must have exactly these."""
+    """(classes, train samples, val samples): the one split every command uses. The images are train_data_root's
+    or --manifest's training rows; validation is, first that applies: with --kfold, the held-out fold (of a
+    manifest's training and val rows together); the manifest's val rows; --val-data-root (when the folder exists;
+    with a manifest, when given); a stratified split. With `classes` (a checkpoint's), other classes are refused."""
     if cfg.manifest:
         found, samples, val = manifest.train_val_rows(cfg)
         source, val_root = cfg.manifest, 'val_data_root' in getattr(cfg, 'given', ())
@@ -72,8 +72,8 @@ def train_val_samples(cfg, classes=None):
     else:
         train_idx, val_idx = stratified_split([label for _, label in samples], cfg.val_ratio, cfg.seed)
         if not val_idx:
-            raise ValueError(f'{source} is too small to hold out a validation split; add images or give '
-                             f'--val-data-root')
+            raise config.UserError(f'{source} is too small to hold out a validation split; add images or give '
+                                   f'--val-data-root')
     return found, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 

@@ -135,8 +135,8 @@ def check_settings(cfg):
     if not cfg.unlabeled_root:
         raise ValueError('give the images to label with --unlabeled-root=FOLDER')
     if not os.path.isdir(cfg.unlabeled_root):
-        raise ValueError(f'--unlabeled-root={cfg.unlabeled_root!r} is not a folder; give the folder of images to '
-                         f'label')
+        raise config.UserError(f'--unlabeled-root={cfg.unlabeled_root!r} is not a folder; give the folder of '
+                               f'images to label')
 
 
 def label_once(cfg, run_name):
@@ -147,7 +147,7 @@ def label_once(cfg, run_name):
     model, cfg, ckpt, device = engine.load_for_eval(cfg)
     paths = image_paths(cfg.unlabeled_root)
     if not paths:
-        raise ValueError(f'{cfg.unlabeled_root} holds no images; give --unlabeled-root=FOLDER with image files')
+        raise config.UserError(f'{cfg.unlabeled_root} holds no images; give --unlabeled-root=FOLDER with image files')
     base = copy.copy(cfg)
     base.run_name = run_name
     if inside(os.path.join(base.checkpoint_dir, base.run_name), cfg.unlabeled_root):
@@ -180,8 +180,8 @@ def label_once(cfg, run_name):
     counts = [r['accepted'] for r in rows]
     report = {'checkpoint': os.path.abspath(cfg.load_path), 'unlabeled_root': os.path.abspath(cfg.unlabeled_root),
               'images': found, 'excluded': len(excluded), 'unreadable': unreadable, 'accepted': int(sum(counts)),
-              'floor': cfg.pseudo_floor,
-              'precision_target': cfg.pseudo_precision, 'cap_ratio': ratio, 'tta': cfg.pseudo_tta,
+              'floor': cfg.pseudo_floor, 'precision_target': cfg.pseudo_precision, 'cap_ratio': ratio,
+              'tta': cfg.pseudo_tta,
               'distribution_gap': distribution_gap(train_counts, counts), 'classes': rows}
     engine.write_json(report, os.path.join(run_dir, 'pseudo_report.json'))
     from data.analyze import write_csv
