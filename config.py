@@ -27,6 +27,8 @@ class DefaultConfig:
     data_root: str = opt('', 'folder that testforacc/val evaluate; empty = test_data_root (testforacc) or the '
                          'validation split (val)', 'data')
     val_ratio: float = opt(0.15, 'share of train held out for validation when val_data_root is absent', 'data')
+    allow_empty_classes: bool = opt(False, 'keep class folders without an image (manifest labels without a '
+                                    'training row) as output classes instead of refusing them', 'data')
     image_size: int = opt(0, 'side in pixels the images are resized to; 0 = auto: median side of the training '
                           'images rounded to a multiple of 32, within 32..224', 'data')
     num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with cache=ram or when training on a '

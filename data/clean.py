@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 
+import config
 from .analyze import DEFAULT_CLEAN, FILE_CATEGORIES, FOLDER_CATEGORIES, analyze
 
 FIELDS = ['original', 'quarantined', 'category', 'detail', 'sha256', 'bytes', 'moved_at']
@@ -28,6 +29,12 @@ def sha256(path):
         for block in iter(lambda: f.read(1 << 20), b''):
             h.update(block)
     return h.hexdigest()
+
+
+def inside(path, folder):
+    """Whether the real path of `path` (symbolic links resolved) is `folder`'s or lies under it."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def check_categories(categories):
@@ -115,10 +122,19 @@ def read_manifest(quarantine):
 
 
 def undo(root, quarantine=''):
-    """Put every quarantined file back where it was. Checks everything first and moves nothing when an
-    original path is taken by another file or a quarantined file changed; returns the restored paths."""
+    """Put every quarantined file back where it was. Checks everything first and moves nothing when a row of
+    the manifest points outside the data root or the quarantine, an original path is taken by another file or a
+    quarantined file changed; returns the restored paths."""
     quarantine = quarantine_dir(root, quarantine)
     rows = read_manifest(quarantine)
+    # The manifest is a plain CSV anyone can edit: a row must not create or take files outside the two folders.
+    for line, row in enumerate(rows, start=2):
+        for field, folder in (('original', root), ('quarantined', quarantine)):
+            path = os.path.join(folder, row[field] or '')
+            if not inside(path, folder) or os.path.realpath(path) == os.path.realpath(folder):
+                raise config.UserError(
+                    f'{os.path.join(quarantine, "manifest.csv")} line {line}: {field} path {row[field]!r} leads '
+                    f'outside {folder}; undo moved nothing: fix or remove that row and run clean --undo again')
     todo, problems = [], []
     for row in rows:
         src, dst = os.path.join(quarantine, row['quarantined']), os.path.join(root, row['original'])

@@ -2,10 +2,13 @@
 import os
 import random
 import sys
+from collections import Counter
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+import config
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
@@ -37,6 +40,30 @@ def scan(root, classes):
     if not samples:
         raise ValueError(f'{root} holds no images ({", ".join(IMG_EXTENSIONS)}) in its class folders')
     return samples
+
+
+def short(names, n=10):
+    """The first n names as a list, with ' ...' when there are more (for one-line messages)."""
+    return f'{list(names)[:n]}{" ..." if len(names) > n else ""}'
+
+
+def check_classes(classes, samples, source, allow_empty=False):
+    """Refuse training samples of fewer than two classes (a one-class model is right on every image) and, unless
+    `allow_empty` keeps them as output classes, the classes without a single image, by name."""
+    counts = Counter(label for _, label in samples)
+    filled = [c for i, c in enumerate(classes) if counts[i]]
+    empty = [c for i, c in enumerate(classes) if not counts[i]]
+    listed = short(empty)
+    if len(filled) < 2:
+        raise config.UserError(f'{source} has training images of {len(filled)} class(es) {filled}'
+                               + (f' (without images: {listed})' if empty else '')
+                               + '; a classifier needs at least 2 classes: add a sub-folder of images per class')
+    if empty and not allow_empty:
+        raise config.UserError(f'{source} has {len(empty)} class(es) without a training image: {listed}; add '
+                               f'images, remove them, or give --allow-empty-classes to keep them as output classes')
+    if empty:
+        print(f'warning: {len(empty)} class(es) without a training image kept as output classes: {listed}',
+              file=sys.stderr)
 
 
 def load_rgb(path):

@@ -4,8 +4,10 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
-from . import cache, transforms
-from .dataset import ImageFolderDataset, auto_image_size, collate, find_classes, scan, stratified_split
+import config
+from . import cache, manifest, transforms
+from .dataset import (ImageFolderDataset, auto_image_size, check_classes, collate, find_classes, scan, short,
+                      stratified_split)
 from .demo import ensure_demo
 
 
@@ -41,33 +43,49 @@ def num_workers(cfg):
     return max(0, min(8, cpus - 1))
 
 
-def train_val_samples(cfg):
-    """(classes, train samples, val samples): with --kfold, the held-out fold of train; else val from
-    val_data_root when it exists, else a stratified split."""
-    classes = find_classes(cfg.train_data_root)
-    samples = scan(cfg.train_data_root, classes)
-    if getattr(cfg, 'kfold', 0):
+def train_val_samples(cfg, classes=None):
+    """(classes, train samples, val samples): the one split every command uses. The images are train_data_root's
+    or --manifest's training rows; validation is, first that applies: with --kfold, the held-out fold (of a
+    manifest's training and val rows together); the manifest's val rows; --val-data-root (when the folder exists;
+    with a manifest, when given); a stratified split. With `classes` (a checkpoint's), other classes are refused."""
+    if cfg.manifest:
+        found, samples, val = manifest.train_val_rows(cfg)
+        source, val_root = cfg.manifest, 'val_data_root' in getattr(cfg, 'given', ())
+    else:
+        found = find_classes(cfg.train_data_root)
+        samples, val = scan(cfg.train_data_root, found), []
+        source, val_root = cfg.train_data_root, os.path.isdir(cfg.val_data_root)
+    if classes is not None and list(classes) != found:
+        raise config.UserError(f'the training data {source} has other classes than the checkpoint: {short(found)} '
+                               f'instead of {short(classes)}; give the data it was trained on (--train-data-root '
+                               f'or --manifest)')
+    if cfg.kfold:
+        samples, val = samples + val, []
+    check_classes(found, samples, source, cfg.allow_empty_classes)
+    if cfg.kfold:
         from utils.folds import kfold_indices
         train_idx, val_idx = kfold_indices([label for _, label in samples], cfg.kfold, cfg.fold, cfg.seed)
-        return classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
-    if os.path.isdir(cfg.val_data_root):
-        val = ImageFolderDataset.from_folder(cfg.val_data_root, classes).samples
-        return classes, samples, val
-    train_idx, val_idx = stratified_split([label for _, label in samples], cfg.val_ratio, cfg.seed)
-    if not val_idx:
-        raise ValueError(f'{cfg.train_data_root} is too small to hold out a validation split; '
-                         f'add images or give --val-data-root')
-    return classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+    elif val:
+        return found, samples, val
+    elif val_root:
+        return found, samples, ImageFolderDataset.from_folder(cfg.val_data_root, found).samples
+    else:
+        train_idx, val_idx = stratified_split([label for _, label in samples], cfg.val_ratio, cfg.seed)
+        if not val_idx:
+            raise config.UserError(f'{source} is too small to hold out a validation split; add images or give '
+                                   f'--val-data-root')
+    return found, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 
 def image_size(cfg, samples):
     return cfg.image_size or auto_image_size(samples, seed=cfg.seed)
 
 
-def build_train_val(cfg):
-    """Training and validation datasets with their transforms; fixes cfg.image_size when it was 0 (auto)."""
-    from . import hard, manifest
-    classes, train, val = manifest.train_val_samples(cfg) if cfg.manifest else train_val_samples(cfg)
+def build_train_val(cfg, classes=None):
+    """Training and validation datasets of train_val_samples with their transforms; fixes cfg.image_size when
+    it was 0 (auto). `classes` (a checkpoint's): the data must have exactly these."""
+    from . import hard
+    classes, train, val = train_val_samples(cfg, classes)
     train = manifest.add_extra(cfg, classes, train)
     cfg.image_size = image_size(cfg, train)
     if getattr(cfg, 'cache', 'none') != 'none':  # decoded once, augmented per batch on the device

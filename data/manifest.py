@@ -79,23 +79,15 @@ def default_split_path(cfg):
     return cfg.manifest_out or os.path.join(os.path.dirname(os.path.normpath(cfg.train_data_root)), 'split.csv')
 
 
-def train_val_samples(cfg):
-    """(classes, train samples, val samples) from --manifest: classes are the sorted labels; validation is
-    its `val` rows, else --val-data-root when given, else a stratified split of its training rows."""
+def train_val_rows(cfg):
+    """(classes, training samples, validation samples) of --manifest: classes are the sorted labels, training
+    its rows with an empty or `train` split, validation its `val` rows (loaders.train_val_samples splits)."""
     rows = read(cfg.manifest)
     classes = sorted({r['label'] for r in rows})
     train = samples([r for r in rows if r.get('split', '') in ('', None, 'train')], classes, cfg.manifest)
-    val = samples([r for r in rows if r.get('split') == 'val'], classes, cfg.manifest)
     if not train:
         raise ValueError(f'{cfg.manifest} has no training rows (split empty or "train")')
-    if not val and 'val_data_root' in getattr(cfg, 'given', ()):
-        val = samples([{'path': p, 'label': find_classes(cfg.val_data_root)[i]}
-                       for p, i in scan(cfg.val_data_root, find_classes(cfg.val_data_root))], classes,
-                      cfg.val_data_root)
-    elif not val:
-        train_idx, val_idx = stratified_split([label for _, label in train], cfg.val_ratio, cfg.seed)
-        train, val = [train[i] for i in train_idx], [train[i] for i in val_idx]
-    return classes, train, val
+    return classes, train, samples([r for r in rows if r.get('split') == 'val'], classes, cfg.manifest)
 
 
 def add_extra(cfg, classes, train):

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_class_folders
+import config
+import main
+from conftest import FAST, write_class_folders
+from data import loaders, manifest
 from data.dataset import (BadFileLog, ImageFolderDataset, auto_image_size, collate, find_classes, load_rgb,
                           stratified_split)
 
@@ -97,3 +100,36 @@ def test_auto_image_size_is_the_rounded_median_side(tmp_path):
     assert auto_image_size(samples) == 96
     Image.new('RGB', (1000, 1000)).save(tmp_path / 'big.png')
     assert auto_image_size([(str(tmp_path / 'big.png'), 0)]) == 224
+
+
+def fast_args():
+    return [f'--{k.replace("_", "-")}={v}' for k, v in FAST.items()]
+
+
+def test_one_class_data_is_refused_in_one_line_before_a_run_directory_exists(tmp_path, capsys):
+    write_class_folders(tmp_path / 'train', ['only'], 6)
+    assert main.main(['train', f'--train-data-root={tmp_path / "train"}', f'--checkpoint-dir={tmp_path / "ck"}',
+                      *fast_args()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'at least 2 classes' in err[0] and "['only']" in err[0]
+    assert not (tmp_path / 'ck').exists()
+    # a manifest with a single label is refused the same way
+    rows = [{'path': str(p), 'label': 'only'} for p in (tmp_path / 'train' / 'only').iterdir()]
+    path = manifest.write(str(tmp_path / 'one.csv'), rows)
+    with pytest.raises(config.UserError, match='at least 2 classes'):
+        loaders.build_train_val(config.parse(**FAST, manifest=path))
+
+
+def test_an_empty_class_folder_is_named_and_kept_only_when_allowed(tmp_path, capsys):
+    write_class_folders(tmp_path / 'train', ['a', 'b'], 6)
+    (tmp_path / 'train' / 'c_empty').mkdir()
+    (tmp_path / 'train' / 'c_empty' / 'notes.txt').write_text('no image here')
+    assert main.main(['train', f'--train-data-root={tmp_path / "train"}', f'--checkpoint-dir={tmp_path / "ck"}',
+                      *fast_args()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "['c_empty']" in err[0] and '--allow-empty-classes' in err[0]
+    assert not (tmp_path / 'ck').exists()
+    cfg = config.parse(**FAST, train_data_root=str(tmp_path / 'train'), allow_empty_classes=True)
+    train_set, val_set = loaders.build_train_val(cfg)
+    assert train_set.classes == ['a', 'b', 'c_empty'] and set(train_set.targets) == {0, 1}
+    assert 'c_empty' in capsys.readouterr().err  # still named, as a warning

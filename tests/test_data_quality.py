@@ -168,6 +168,19 @@ def test_split_manifest_round_trips_and_trains_with_extra_manifest(tmp_path):
     assert {p for p, _ in val_set.samples} == {r['path'] for r in rows if r['split'] == 'val'}
 
 
+def test_kfold_on_a_manifest_partitions_its_rows(tmp_path):
+    write_class_folders(tmp_path / 'data' / 'train', ['a', 'b', 'c'], 6)
+    rows = manifest.split_rows(config.parse(train_data_root=str(tmp_path / 'data' / 'train')))
+    path = manifest.write(str(tmp_path / 'data' / 'split.csv'), rows, ('path', 'label', 'split'))
+    seen = []
+    for fold in range(3):
+        classes, train, val = loaders.train_val_samples(config.parse(manifest=path, kfold=3, fold=fold))
+        assert classes == ['a', 'b', 'c'] and not {p for p, _ in train} & {p for p, _ in val}
+        assert np.bincount([y for _, y in val]).tolist() == [2, 2, 2]  # stratified
+        seen += [p for p, _ in val]
+    assert sorted(seen) == sorted(r['path'] for r in rows)  # the folds cover the manifest's rows once
+
+
 def test_class_threshold_is_the_lowest_confidence_reaching_the_precision_target():
     # Class 0 predictions, most confident first: right, right, wrong, right, right, wrong, right (all above 0.5).
     conf = [0.99, 0.97, 0.95, 0.93, 0.90, 0.80, 0.70]
@@ -236,6 +249,25 @@ def test_pseudo_never_writes_into_the_source_folder(trained):
     assert tree(source) == before
 
 
+def test_pseudo_never_labels_validation_or_test_images_found_by_path_or_content(trained, tmp_path, capsys):
+    tmp, ckpt = trained
+    rows = manifest.read(str(tmp / 'data' / 'split.csv'))
+    val = {r['path'] for r in rows if r['split'] == 'val'}
+    copied = [r['path'] for r in rows if r['split'] == 'train'][:3]
+    for p in copied:  # the test folder holds copies of three training images under other names
+        os.makedirs(tmp_path / 'test' / os.path.basename(os.path.dirname(p)), exist_ok=True)
+        shutil.copy(p, tmp_path / 'test' / os.path.basename(os.path.dirname(p)) / ('t' + os.path.basename(p)))
+    source = str(tmp / 'data' / 'train')  # the validation images sit under the unlabelled folder
+    (run_dir, accepted, rep), = pseudo.run(config.parse(
+        load_path=ckpt, unlabeled_root=source, test_data_root=str(tmp_path / 'test'), pseudo_floor=0.0,
+        pseudo_precision=0.01, pseudo_min_support=1, pseudo_cap=10.0, num_workers=0,
+        checkpoint_dir=str(tmp_path / 'runs'), run_name='p'))
+    taken = {r['path'] for r in manifest.read(accepted, allow_empty=True)}
+    assert len(val) == 6 and not taken & val and not taken & set(copied)
+    assert rep['images'] == 36 and rep['excluded'] == 9 and len(taken) == 36 - 9
+    assert '9 excluded as validation / test images' in capsys.readouterr().out
+
+
 def test_hard_lists_misclassified_images_and_upsample_adds_region_cropped_copies(trained):
     from utils import hard
     tmp, ckpt = trained
@@ -274,3 +306,34 @@ def test_class_distribution_bar_chart_reaches_a_running_dashboard(tmp_path):
         assert [d['y'] for d in data['content']['data']] == [[3, 1], [1, 0]]
     finally:
         stop_server(proc)
+
+
+@pytest.mark.parametrize('field, value', [
+    ('original', '../escaped.png'),            # a file written beside the data root
+    ('original', '/ABS/escaped.png'),          # a file written anywhere
+    ('original', 'train/link/escaped.png'),    # through a symlinked folder that leaves the root
+    ('quarantined', '../victim.png'),          # a file moved out of a folder beside the quarantine
+])
+def test_undo_refuses_a_manifest_row_that_leaves_the_data_root_or_the_quarantine(tmp_path, capsys, field, value):
+    import main
+    root = str(tmp_path / 'd')
+    write_class_folders(os.path.join(root, 'train'), ['a', 'b'], 3)
+    open(os.path.join(root, 'train', 'a', 'zero.png'), 'wb').close()
+    open(os.path.join(root, 'train', 'b', 'zero.png'), 'wb').close()
+    clean.clean(root, ['zero_byte'])
+    outside = tmp_path / 'elsewhere'
+    outside.mkdir()
+    os.symlink(outside, os.path.join(root, 'train', 'link'))
+    (tmp_path / 'victim.png').write_bytes(b'')  # same content as the quarantined zero-byte files
+    path = os.path.join(root + '-quarantine', 'manifest.csv')
+    rows = list(csv.DictReader(open(path)))
+    rows[1][field] = value.replace('/ABS', str(outside))
+    with open(path, 'w', newline='') as f:
+        w = csv.DictWriter(f, clean.FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    state = tree(str(tmp_path))
+    assert main.main(['clean', f'--data-root={root}', '--undo']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'manifest.csv line 3' in err[0] and value.replace('/ABS', str(outside)) in err[0]
+    assert tree(str(tmp_path)) == state  # nothing moved, nothing created anywhere

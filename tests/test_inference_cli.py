@@ -3,6 +3,7 @@ predict's CSV, the SVM head, model fusion and k-fold training."""
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import config
 import main
 from conftest import FAST, run_cli, write_class_folders
 from utils import engine, inference
-from utils.ensemble import member_probabilities
+from utils.ensemble import ensemble, member_probabilities
 from utils.visualize import Visualizer
 
 CLASSES = ['00000', '00001', '00002']
@@ -134,6 +135,36 @@ def test_ensemble_command_fuses_members_of_different_architectures_and_sizes(run
                                    output=str(pred), num_workers=0))
     assert np.allclose(member['test']['probs'].max(1), [float(r['confidence']) for r in read_csv(pred)],
                        atol=1e-5)
+
+
+def test_svm_and_ensemble_validate_on_the_manifest_split(runs, tmp_path):
+    from data import manifest
+    train = str(runs['root'] / 'data' / 'train')
+    rows = manifest.split_rows(config.parse(train_data_root=train, val_ratio=0.3))
+    split = manifest.write(str(tmp_path / 'split.csv'), rows, ('path', 'label', 'split'))
+    val_rows = sorted(r['path'] for r in rows if r['split'] == 'val')
+    assert len(val_rows) == 9  # the folder split of train (--val-ratio=0.15) would hold out 6
+    os.makedirs(tmp_path / 'ck')
+    ckpt = str(tmp_path / 'ck' / 'best_model.pth')
+    shutil.copy(runs['a'], ckpt)
+    fitted = inference.fit_svm(config.parse(load_path=ckpt, manifest=split, num_workers=0))
+    assert (fitted['train']['images'], fitted['val']['images']) == (21, 9)
+    member = member_probabilities(config.parse(load_paths=[runs['a'], runs['b']], manifest=split, num_workers=0),
+                                  runs['b'])
+    assert sorted(member['val']['paths']) == val_rows
+
+
+def test_svm_and_ensemble_refuse_training_data_of_other_classes(runs, tmp_path, capsys):
+    renamed = str(write_class_folders(tmp_path / 'renamed', ['x', 'y', 'z'], 10))
+    os.makedirs(tmp_path / 'ck')
+    ckpt = str(tmp_path / 'ck' / 'best_model.pth')
+    shutil.copy(runs['a'], ckpt)
+    assert main.main(['svm', f'--load-path={ckpt}', f'--train-data-root={renamed}', '--num-workers=0']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "['x', 'y', 'z']" in err[0] and str(CLASSES) in err[0]
+    assert os.listdir(tmp_path / 'ck') == ['best_model.pth']  # no head fitted on mislabelled features
+    with pytest.raises(config.UserError, match="other classes"):
+        ensemble(config.parse(load_paths=[runs['a'], runs['b']], train_data_root=renamed, num_workers=0))
 
 
 def test_list_settings_reach_the_ensemble_as_lists(capsys):

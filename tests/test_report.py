@@ -110,3 +110,18 @@ def test_confusion_png_draws_2_to_100_classes(tmp_path, n):
 def test_confusion_png_rejects_mismatched_names(tmp_path):
     with pytest.raises(ValueError, match="3 x 3"):
         confusion_png(np.eye(2, dtype=int), ["a", "b", "c"], tmp_path / "x.png")
+
+
+def test_macro_averages_cover_the_classes_present_and_the_report_lists_the_absent_ones():
+    # a test folder holding 2 of the 4 training classes, every image predicted right
+    s = classification_summary([1, 1, 3, 3, 3], [1, 1, 3, 3, 3], class_names=NAMES)
+    assert (s["macro"]["precision"], s["macro"]["recall"], s["macro"]["f1"]) == (1.0, 1.0, 1.0)
+    assert s["absent_classes"] == ["cat", "a_rather_long_class_name"]
+    assert len(s["per_class"]) == 4 and np.array(s["confusion"]).shape == (4, 4)
+    text = format_summary(s)
+    assert "2 of 4 classes present" in text
+    assert "absent from the data (left out of the macro average): cat, a_rather_long_class_name" in text
+    # a wrong prediction into an absent class still costs the recall of the true class
+    s = classification_summary([1, 1, 3, 3], [1, 0, 3, 3], class_names=NAMES)
+    assert s["macro"]["recall"] == pytest.approx((0.5 + 1.0) / 2)
+    assert "absent" not in format_summary(classification_summary(Y_TRUE, Y_PRED, class_names=NAMES))

@@ -233,7 +233,7 @@ def evaluate_checkpoint(cfg, split):
     elif split == 'test':
         dataset = loaders.eval_dataset(cfg, cfg.test_data_root, classes)
     else:
-        _, val_set = loaders.build_train_val(cfg)
+        _, val_set = loaders.build_train_val(cfg, classes)
         dataset = val_set
     badlog = BadFileLog()
     result = evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device, badlog, split,

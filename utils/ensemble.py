@@ -40,7 +40,7 @@ def member_probabilities(cfg, path):
     classes = ckpt['classes']
     root = mcfg.data_root or mcfg.test_data_root
     test = ImageFolderDataset.from_folder(root, classes).samples
-    _, _, val = loaders.train_val_samples(mcfg)
+    _, _, val = loaders.train_val_samples(mcfg, classes)
     run = os.path.basename(os.path.dirname(os.path.abspath(path)))
     name = f'{ckpt["model_name"]} {mcfg.image_size}px ({run})'
     out = {'path': path, 'name': name, 'classes': classes, 'image_size': mcfg.image_size, 'root': root}

@@ -47,8 +47,8 @@ def find(cfg):
     model, cfg, ckpt, device = engine.load_for_eval(cfg)
     plain = loaders.resolve_roots(copy.copy(cfg))
     plain.upsample_hard = 0
-    train_set, val_set = loaders.build_train_val(plain)
     classes = ckpt['classes']
+    train_set, val_set = loaders.build_train_val(plain, classes)
     out_dir = os.path.dirname(os.path.abspath(cfg.load_path))
     written = {}
     for split, data in (('val', val_set), ('train', train_set)):

@@ -225,7 +225,7 @@ def fit_svm(cfg):
     model, cfg, ckpt, device = engine.load_for_eval(cfg)
     cfg = loaders.resolve_roots(cfg)
     classes = ckpt['classes']
-    _, train, val = loaders.train_val_samples(cfg)
+    _, train, val = loaders.train_val_samples(cfg, classes)
     tf = transforms.eval_transform(cfg, cfg.image_size)  # features of un-augmented training images
     splits = {'train': ImageFolderDataset(train, classes, tf), 'val': ImageFolderDataset(val, classes, tf)}
     test_root = cfg.data_root or cfg.test_data_root

@@ -11,7 +11,8 @@
     python main.py train --extra-manifest=checkpoints/<pseudo run>/accepted.csv
     python main.py pseudo --load-path=... --unlabeled-root=... --rounds=2     # train -> predict -> select, twice more
 
-The source folder is only read; everything is written to a new run directory.
+The source folder is only read; everything is written to a new run directory. Images there that are validation or
+test images (same path or same SHA-256) are left out and counted.
 """
 import copy
 import os
@@ -19,21 +20,30 @@ import os
 import numpy as np
 import torch
 
+import config
 from data import loaders, manifest, transforms
+from data.clean import inside, sha256
 from data.dataset import ImageFolderDataset, is_image_file
 
 
 def image_paths(root):
-    """Every image file under root (any depth, any layout), sorted."""
-    if not os.path.isdir(root):
-        raise ValueError(f'--unlabeled-root={root!r} is not a folder; give the folder of images to label')
+    """Every image file under root (any depth, any layout), sorted; none when root is not a folder."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
         out += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f)]
-    if not out:
-        raise ValueError(f'{root} holds no images; give --unlabeled-root=FOLDER with image files')
     return out
+
+
+def held_out(cfg, paths, val_samples):
+    """The `paths` that are validation or test images (the validation split, test_data_root, a manifest's test
+    rows), by real path or by SHA-256 of the content: labelling them would leak them into training."""
+    held = [p for p, _ in val_samples] + image_paths(cfg.test_data_root)
+    if cfg.manifest:
+        held += [r['path'] for r in manifest.read(cfg.manifest) if r.get('split') == 'test']
+    real = {os.path.realpath(p) for p in held}
+    digests = {sha256(p) for p in held if os.path.isfile(p)}
+    return {p for p in paths if os.path.realpath(p) in real or sha256(p) in digests}
 
 
 @torch.no_grad()
@@ -124,11 +134,9 @@ def check_settings(cfg):
         raise ValueError('--pseudo-cap and --rounds must be >= 0 and --pseudo-min-support >= 1')
     if not cfg.unlabeled_root:
         raise ValueError('give the images to label with --unlabeled-root=FOLDER')
-
-
-def inside(path, folder):
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
+    if not os.path.isdir(cfg.unlabeled_root):
+        raise config.UserError(f'--unlabeled-root={cfg.unlabeled_root!r} is not a folder; give the folder of '
+                               f'images to label')
 
 
 def label_once(cfg, run_name):
@@ -138,6 +146,8 @@ def label_once(cfg, run_name):
     check_settings(cfg)
     model, cfg, ckpt, device = engine.load_for_eval(cfg)
     paths = image_paths(cfg.unlabeled_root)
+    if not paths:
+        raise config.UserError(f'{cfg.unlabeled_root} holds no images; give --unlabeled-root=FOLDER with image files')
     base = copy.copy(cfg)
     base.run_name = run_name
     if inside(os.path.join(base.checkpoint_dir, base.run_name), cfg.unlabeled_root):
@@ -146,10 +156,13 @@ def label_once(cfg, run_name):
     # Thresholds and the training distribution come from the plain training data of the checkpoint.
     plain = loaders.resolve_roots(copy.copy(cfg))
     plain.extra_manifest, plain.upsample_hard = '', 0
-    train_set, val_set = loaders.build_train_val(plain)
     classes = ckpt['classes']
-    if list(train_set.classes) != list(classes):
-        raise ValueError(f'the training data of {cfg.load_path} no longer has the classes it was trained on')
+    train_set, val_set = loaders.build_train_val(plain, classes)
+    excluded = held_out(plain, paths, val_set.samples)
+    if len(excluded) == len(paths):
+        raise config.UserError(f'all {len(paths)} images under --unlabeled-root are validation or test images '
+                               f'(same path or content); nothing is left to label')
+    found, paths = len(paths), [p for p in paths if p not in excluded]
     train_counts = np.bincount(train_set.targets, minlength=len(classes))
     val_probs = predict(model, [p for p, _ in val_set.samples], classes, cfg, device, cfg.pseudo_tta)
     readable = ~np.isnan(val_probs).any(1)
@@ -166,8 +179,9 @@ def label_once(cfg, run_name):
         r['class'] = classes[r['class']]
     counts = [r['accepted'] for r in rows]
     report = {'checkpoint': os.path.abspath(cfg.load_path), 'unlabeled_root': os.path.abspath(cfg.unlabeled_root),
-              'images': len(paths), 'unreadable': unreadable, 'accepted': int(sum(counts)), 'floor': cfg.pseudo_floor,
-              'precision_target': cfg.pseudo_precision, 'cap_ratio': ratio, 'tta': cfg.pseudo_tta,
+              'images': found, 'excluded': len(excluded), 'unreadable': unreadable, 'accepted': int(sum(counts)),
+              'floor': cfg.pseudo_floor, 'precision_target': cfg.pseudo_precision, 'cap_ratio': ratio,
+              'tta': cfg.pseudo_tta,
               'distribution_gap': distribution_gap(train_counts, counts), 'classes': rows}
     engine.write_json(report, os.path.join(run_dir, 'pseudo_report.json'))
     from data.analyze import write_csv
@@ -189,7 +203,8 @@ def format_report(report):
         lines.append(f'{r["class"]:<{width}} {r["train"]:>6} {r["predicted"]:>6} {r["below_floor"]:>6} '
                      f'{r["below_threshold"]:>6} {r["capped"]:>6} {r["accepted"]:>6} {thr:>7} {prec:>8} '
                      f'{r["val_support"]:>5}')
-    lines.append(f'{report["accepted"]} of {report["images"]} images accepted ({report["unreadable"]} unreadable); '
+    lines.append(f'{report["accepted"]} of {report["images"]} images accepted ({report["unreadable"]} unreadable, '
+                 f'{report["excluded"]} excluded as validation / test images); '
                  f'floor {report["floor"]}, precision target {report["precision_target"]}, cap '
                  f'{report["cap_ratio"]:.3f} x training count, distribution gap (total variation) '
                  f'{report["distribution_gap"]:.4f}')

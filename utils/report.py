@@ -34,8 +34,9 @@ def classification_summary(y_true, y_pred, probs=None, class_names=None, n_confu
     """Metrics of integer predictions against integer labels, as a JSON-ready dict.
 
     Keys: n_samples, n_classes, class_names, top1, top5 (None unless probs is given and there are
-    at least 5 classes), per_class (precision/recall/f1/support per class), macro and weighted
-    averages, confusion (n x n, rows = true, columns = predicted) and most_confused (the largest
+    at least 5 classes), per_class (precision/recall/f1/support per class), macro averages (over the
+    classes present in y_true) and weighted averages, absent_classes (names of the classes without a
+    sample), confusion (n x n, rows = true, columns = predicted) and most_confused (the largest
     off-diagonal counts, true -> predicted, at most n_confused).
     """
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
@@ -51,9 +52,11 @@ def classification_summary(y_true, y_pred, probs=None, class_names=None, n_confu
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = [dict(name=names[i], precision=float(p[i]), recall=float(r[i]), f1=float(f[i]),
                       support=int(s[i])) for i in labels]
+    # A folder may hold a subset of the classes: a class without samples would enter the macro mean as 0.
+    present = [i for i in labels if s[i] > 0]
     averages = {}
     for avg in ("macro", "weighted"):
-        ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels,
+        ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=present if avg == "macro" else labels,
                                                         average=avg, zero_division=0)
         averages[avg] = dict(precision=float(ap), recall=float(ar), f1=float(af), support=len(y_true))
 
@@ -66,6 +69,7 @@ def classification_summary(y_true, y_pred, probs=None, class_names=None, n_confu
     return dict(n_samples=len(y_true), n_classes=n, class_names=names,
                 top1=float((y_true == y_pred).mean()), top5=top5, per_class=per_class,
                 macro=averages["macro"], weighted=averages["weighted"],
+                absent_classes=[names[i] for i in labels if s[i] == 0],
                 confusion=cm.tolist(), most_confused=_most_confused(cm, names, n_confused))
 
 
@@ -85,6 +89,10 @@ def format_summary(summary):
     for avg in ("macro", "weighted"):
         a = summary[avg]
         lines.append(num.format(f"{avg} avg", a["precision"], a["recall"], a["f1"], a["support"]))
+    absent = summary["absent_classes"]
+    if absent:
+        lines.append(f"macro avg over the {summary['n_classes'] - len(absent)} of {summary['n_classes']} classes "
+                     f"present; absent from the data (left out of the macro average): {', '.join(absent)}")
     lines.append("")
     top5 = "" if summary["top5"] is None else f"top-5 accuracy {summary['top5']:.4f}   "
     lines.append(f"top-1 accuracy {summary['top1']:.4f}   {top5}"
