@@ -168,12 +168,12 @@ def prepare_batch(images, cfg, train):
     `jitter`, then for both the normalisation of `cfg`, then `erasing` for training."""
     if train:
         images = augment_batch(images, cfg.augment)
-        if getattr(cfg, 'hflip', False):
+        if cfg.hflip:
             images = flip_batch(images)
     images = images.float().div_(255)
-    if train and getattr(cfg, 'jitter', 0) > 0:
+    if train and cfg.jitter > 0:
         images = jitter_batch(images, cfg.jitter)
     images = normalize(images, *norm_stats(cfg))
-    if train and getattr(cfg, 'erasing', 0) > 0:
+    if train and cfg.erasing > 0:
         images = erase_batch(images, cfg.erasing)
     return images

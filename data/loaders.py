@@ -12,7 +12,7 @@ from .demo import ensure_demo
 def resolve_roots(cfg):
     """Point the data roots at the bundled demo when the user gave none and ./data/train does not exist."""
     given = getattr(cfg, 'given', set())
-    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root) or getattr(cfg, 'manifest', ''):
+    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root) or cfg.manifest:
         return cfg
     root = ensure_demo()
     print(f'no data at {cfg.train_data_root}: using the bundled handwritten-digits demo in {root}')
@@ -31,11 +31,11 @@ def num_workers(cfg):
     most 8."""
     if cfg.num_workers >= 0:
         return cfg.num_workers
-    if getattr(cfg, 'cache', 'none') == 'ram':
+    if cfg.cache == 'ram':
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     cpus //= int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
-    on_gpu = getattr(cfg, 'use_gpu', False) and torch.cuda.is_available()
+    on_gpu = cfg.use_gpu and torch.cuda.is_available()
     if not on_gpu and cpus <= 2:
         return 0
     return max(0, min(8, cpus - 1))
@@ -46,7 +46,7 @@ def train_val_samples(cfg):
     val_data_root when it exists, else a stratified split."""
     classes = find_classes(cfg.train_data_root)
     samples = scan(cfg.train_data_root, classes)
-    if getattr(cfg, 'kfold', 0):
+    if cfg.kfold:
         from utils.folds import kfold_indices
         train_idx, val_idx = kfold_indices([label for _, label in samples], cfg.kfold, cfg.fold, cfg.seed)
         return classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
@@ -70,7 +70,7 @@ def build_train_val(cfg):
     classes, train, val = manifest.train_val_samples(cfg) if cfg.manifest else train_val_samples(cfg)
     train = manifest.add_extra(cfg, classes, train)
     cfg.image_size = image_size(cfg, train)
-    if getattr(cfg, 'cache', 'none') != 'none':  # decoded once, augmented per batch on the device
+    if cfg.cache != 'none':  # decoded once, augmented per batch on the device
         return cache.build_train_val(cfg, classes, train, val, num_workers(cfg))
     return (hard.upsample(ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size)), cfg),
             ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size)))
@@ -106,4 +106,4 @@ def eval_loader(dataset, cfg):
 
 
 def prefetch(cfg, workers):
-    return getattr(cfg, 'prefetch_factor', 2) if workers > 0 else None
+    return cfg.prefetch_factor if workers > 0 else None

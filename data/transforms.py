@@ -31,9 +31,9 @@ def augment_steps(cfg, image_size):
         steps.append(T.RandAugment())
     elif name == 'trivialaugment':
         steps.append(T.TrivialAugmentWide())
-    if getattr(cfg, 'hflip', False):
+    if cfg.hflip:
         steps.append(T.RandomHorizontalFlip())
-    if getattr(cfg, 'jitter', 0) > 0:
+    if cfg.jitter > 0:
         steps.append(T.ColorJitter(brightness=cfg.jitter, contrast=cfg.jitter))
     return steps
 
@@ -42,9 +42,9 @@ def normalize_name(cfg):
     """cfg.normalize with 'auto' made concrete: the training set's own statistics when training from scratch;
     starting from `pretrained_path`, those too when that checkpoint of this toolkit used its data's own, else
     ImageNet's (which other pretrained weights expect)."""
-    name = getattr(cfg, 'normalize', 'imagenet').lower()
+    name = cfg.normalize.lower()
     if name == 'auto':
-        path = getattr(cfg, 'pretrained_path', '')
+        path = cfg.pretrained_path
         if not path:
             return 'dataset'
         from utils.checkpoint import stored_settings
@@ -67,7 +67,7 @@ def train_transform(cfg, image_size):
     """Resize to a square, the augmentation preset, tensor, normalisation, then RandomErasing if asked for."""
     steps = [T.Resize((image_size, image_size))] + augment_steps(cfg, image_size)
     steps += [T.ToTensor(), T.Normalize(*norm_stats(cfg))]
-    if getattr(cfg, 'erasing', 0) > 0:
+    if cfg.erasing > 0:
         steps.append(T.RandomErasing(p=cfg.erasing))
     return T.Compose(steps)
 

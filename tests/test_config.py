@@ -1,7 +1,11 @@
+import ast
+import glob
+import os
+
 import pytest
 
 import config
-from conftest import run_cli, write_class_folders
+from conftest import ROOT, run_cli, write_class_folders
 from main import quote_values
 
 
@@ -73,3 +77,16 @@ def test_attention_on_a_model_without_residual_blocks_stops_before_a_run_directo
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
         'error: --attention=cbam works with ResNet34 and ResNet101, not SqueezeNet; use --attention=none'
     assert not (tmp_path / 'checkpoints').exists() or not any((tmp_path / 'checkpoints').iterdir())
+
+
+def test_settings_are_read_from_the_config_without_a_second_default():
+    # getattr(cfg, 'loss', 'ce') would carry its own default beside config.py's, and they drift apart
+    names = {name for name, *_ in config.settings()}
+    found = []
+    for path in glob.glob(os.path.join(ROOT, '**', '*.py'), recursive=True):
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'getattr'
+                    and len(node.args) == 3 and isinstance(node.args[1], ast.Constant)
+                    and node.args[1].value in names):
+                found.append(f'{os.path.relpath(path, ROOT)}:{node.lineno} {ast.unparse(node)}')
+    assert not found, found

@@ -89,12 +89,11 @@ def _ce(cfg, weight=None):
 
 
 def _label_smooth(cfg, weight=None):
-    return LabelSmoothSoftmaxCE(lb_pos=getattr(cfg, 'lb_pos', 0.9), lb_neg=getattr(cfg, 'lb_neg', 0.005),
-                                weight=weight)
+    return LabelSmoothSoftmaxCE(lb_pos=cfg.lb_pos, lb_neg=cfg.lb_neg, weight=weight)
 
 
 def _joint(cfg, weight=None):
-    weights = getattr(cfg, 'joint_weights', (0.5, 0.5))
+    weights = cfg.joint_weights
     if len(weights) != 2:
         raise ValueError(f"joint_weights must be two numbers (ce, label_smooth), got {weights!r}")
     first_weight, second_weight = (float(w) for w in weights)  # from the command line they come as text
@@ -107,7 +106,7 @@ LOSSES = {'ce': _ce, 'label_smooth': _label_smooth, 'joint': _joint}
 
 def build_loss(cfg, weight=None):
     """Build the loss named by ``cfg.loss`` (case-insensitive), with optional class ``weight``."""
-    name = str(getattr(cfg, 'loss', 'ce')).lower()
+    name = cfg.loss.lower()
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     return LOSSES[name](cfg, weight=weight)

@@ -14,7 +14,7 @@ def param_groups(model, weight_decay):
 
 
 def sgd(model, cfg):
-    nesterov = getattr(cfg, 'nesterov', False)
+    nesterov = cfg.nesterov
     if nesterov and cfg.momentum <= 0:
         raise ValueError('--nesterov needs --momentum above 0')
     return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
