@@ -152,19 +152,18 @@ def replay(run='', **kwargs):
 
 
 def help(**kwargs):
-    """List the commands, every setting with its default, and the registered models."""
-    import models
+    """List the commands, and every setting with its default (and its choices, for those that name one)."""
     lines = ['usage: python main.py <command> [--setting=value ...]', '', 'commands:']
     for name in COMMANDS:
         lines.append(f'  {name:<11} {COMMANDS[name].__doc__.splitlines()[0]}')
         lines.append(f'  {"":<11}   e.g. {EXAMPLES[name]}')
     lines += ['', 'settings (--name=value; booleans also --name / --noname):']
-    groups = {}  # each group once, in the order it first appears
+    groups, choices = {}, config.choices()  # each group once, in the order it first appears
     for name, default, kind, text, grp in config.settings():
-        groups.setdefault(grp, []).append(f'    --{config.flag(name)}={default!r}  ({kind.__name__})  {text}')
+        what = 'one of: ' + ' | '.join(choices[name]) if name in choices else kind.__name__
+        groups.setdefault(grp, []).append(f'    --{config.flag(name)}={default!r}  ({what})  {text}')
     for grp, entries in groups.items():
         lines += [f'  [{grp}]'] + entries
-    lines += ['', 'models: ' + ', '.join(models.list_models()) + f', {models.TIMM_PREFIX}<any timm model name>']
     print('\n'.join(lines))
 
 

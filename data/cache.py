@@ -15,7 +15,6 @@ from torchvision import transforms as T
 from .dataset import BadImage, ImageFolderDataset
 from .transforms import norm_stats
 
-CACHES = ('none', 'ram')
 BATCH_AUGMENTS = ('none', 'basic')
 
 

@@ -90,3 +90,37 @@ def test_settings_are_read_from_the_config_without_a_second_default():
                     and node.args[1].value in names):
                 found.append(f'{os.path.relpath(path, ROOT)}:{node.lineno} {ast.unparse(node)}')
     assert not found, found
+
+
+BAD_CHOICES = [(name, 'bogus') for name in config.choices()] + [('model', 'timm/no_such_net'),
+                                                                  ('optimizer', 'timm/no_such_opt')]
+
+
+@pytest.mark.parametrize('name, value', BAD_CHOICES)
+def test_a_bad_choice_stops_with_one_line_before_anything_is_written(name, value, tmp_path, monkeypatch, capsys):
+    # no data here: a late check would first write the digits demo (data/demo) and a run directory
+    monkeypatch.chdir(tmp_path)
+    import main
+    assert main.main(['train', f'--{config.flag(name)}={value}', '--vis=false']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: unknown --{config.flag(name)}='{value}'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_choices_take_any_case_and_become_the_listed_spelling():
+    cfg = config.parse(model='squeezenet', loss='CE', tta='HFLIP', optimizer='TIMM/Lamb')
+    assert (cfg.model, cfg.loss, cfg.tta, cfg.optimizer) == ('SqueezeNet', 'ce', 'hflip', 'timm/lamb')
+    with pytest.raises(config.ConfigError, match=r"unknown --loss='lable_smooth'; choose one of: ce, label_smooth, "
+                                                 r"joint; did you mean label_smooth\?"):
+        config.parse(loss='lable_smooth')
+    with pytest.raises(config.ConfigError, match=r"timm has no model 'resnet5'; did you mean timm/resnet50\?"):
+        config.parse(model='timm/resnet5')
+
+
+def test_help_lists_the_choices_of_every_enumerated_setting(capsys):
+    import main
+    assert main.main(['help']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name, allowed in config.choices().items():
+        line = next(line for line in lines if line.startswith(f'    --{config.flag(name)}='))
+        assert f'(one of: {" | ".join(allowed)})' in line, line

@@ -67,3 +67,8 @@ def test_checkpoints_are_written_atomically_and_read_without_unpickling_code(tmp
         checkpoint.load(tmp_path / 'evil.pth')
     with pytest.raises(ValueError, match='does not exist'):
         checkpoint.load(tmp_path / 'missing.pth')
+
+
+def test_the_model_names_config_checks_are_the_registry_s():
+    import config
+    assert list(config.MODEL_NAMES) == models.list_models()

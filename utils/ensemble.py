@@ -12,8 +12,6 @@ from utils.fusion import fit_stacking, hard_vote, soft_vote, stack_predict
 from utils.inference import check_settings, probabilities, wrap, write_predictions
 from utils.report import classification_summary
 
-FUSIONS = ('soft', 'hard', 'stacking')
-
 
 def parse_weights(values, n):
     """--ensemble-weights=[2,1,1] -> [2.0, 1.0, 1.0]; empty -> None (equal weights)."""
@@ -62,8 +60,6 @@ def ensemble(cfg):
     paths = list(cfg.load_paths)
     if len(paths) < 2:
         raise ValueError('give two or more checkpoints with --load-paths=[a.pth,b.pth,...]')
-    if cfg.fusion not in FUSIONS:
-        raise ValueError(f'unknown --fusion={cfg.fusion!r}; choose one of: {", ".join(FUSIONS)}')
     weights = parse_weights(cfg.ensemble_weights, len(paths))
     check_settings(cfg)
     members = [member_probabilities(cfg, p) for p in paths]

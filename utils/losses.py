@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLASS_WEIGHT_KINDS = ('none', 'inverse', 'sqrt_inverse', 'effective_number')
+import config
 
 
 class LabelSmoothSoftmaxCE(nn.Module):
@@ -63,9 +63,7 @@ def class_weights(counts, kind, beta=0.999):
     Kinds: inverse (1/n), sqrt_inverse (1/sqrt(n)), effective_number ((1-beta)/(1-beta**n),
     Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples").
     """
-    kind = str(kind).lower()
-    if kind not in CLASS_WEIGHT_KINDS:
-        raise ValueError(f"unknown class_weight {kind!r}; choose one of {', '.join(CLASS_WEIGHT_KINDS)}")
+    kind = config.check_choice('class_weight', kind, config.choices()['class_weight'])
     if kind == 'none':
         return None
     n = torch.as_tensor(counts, dtype=torch.float64).flatten()
@@ -106,7 +104,4 @@ LOSSES = {'ce': _ce, 'label_smooth': _label_smooth, 'joint': _joint}
 
 def build_loss(cfg, weight=None):
     """Build the loss named by ``cfg.loss`` (case-insensitive), with optional class ``weight``."""
-    name = cfg.loss.lower()
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    return LOSSES[name](cfg, weight=weight)
+    return LOSSES[cfg.loss](cfg, weight=weight)
