@@ -334,15 +334,27 @@ def check(cfg):
         setattr(cfg, name, check_choice(name, getattr(cfg, name), allowed))
     if not 0 < cfg.val_ratio < 1:
         raise ConfigError(f'--val-ratio must be between 0 and 1, got {cfg.val_ratio}')
-    for name in ('batch_size', 'max_epoch', 'print_freq'):
+    for name in ('batch_size', 'max_epoch', 'print_freq', 'accum_steps', 'ranger_k'):
         if getattr(cfg, name) < 1:
             raise ConfigError(f'--{flag(name)} must be at least 1, got {getattr(cfg, name)}')
     if cfg.image_size and cfg.image_size < 32:
         raise ConfigError(f'--image-size must be 0 (auto) or at least 32, got {cfg.image_size}')
-    if cfg.lr <= 0:
-        raise ConfigError(f'--lr must be positive, got {cfg.lr}')
-    if cfg.accum_steps < 1:
-        raise ConfigError(f'--accum-steps must be at least 1, got {cfg.accum_steps}')
+    # what torch's optimizers and schedules, Ranger and the mixes would refuse later, after the run directory
+    for name in ('lr', 'cutmix_alpha', 'mixup_alpha'):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f'--{flag(name)} must be positive, got {getattr(cfg, name)}')
+    for name in ('momentum', 'weight_decay'):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f'--{flag(name)} must be 0 or more, got {getattr(cfg, name)}')
+    if not 0 < cfg.lr_decay < 1 or not 0 < cfg.ranger_alpha <= 1:
+        raise ConfigError(f'--lr-decay must be in (0, 1) and --ranger-alpha in (0, 1], got {cfg.lr_decay} and '
+                          f'{cfg.ranger_alpha}')
+    for m in cfg.lr_milestones:
+        coerce('lr_milestones', m, int)
+    for w in cfg.joint_weights:
+        coerce('joint_weights', w, float)
+    if len(cfg.joint_weights) != 2:
+        raise ConfigError(f'--joint-weights takes two numbers (ce, label_smooth), e.g. 0.3,0.7; got {cfg.joint_weights}')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):
         raise ConfigError(f'--cutmix-prob and --mixup-prob are per-batch probabilities of one mix each: both in 0..1 '
                           f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')

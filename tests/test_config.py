@@ -71,6 +71,22 @@ def test_trick_choices_and_mix_probabilities_are_checked_when_parsed(given, mess
         config.parse(**given)
 
 
+@pytest.mark.parametrize('given, message', [
+    (dict(momentum=-0.9), r'--momentum must be 0 or more, got -0.9'),
+    (dict(weight_decay=-1), r'--weight-decay must be 0 or more'),
+    (dict(mixup_alpha=0), r'--mixup-alpha must be positive'),
+    (dict(ranger_k=0), r'--ranger-k must be at least 1'),
+    (dict(ranger_alpha=1.5), r'--ranger-alpha in \(0, 1\]'),
+    (dict(lr_decay=2), r'--lr-decay must be in \(0, 1\)'),
+    (dict(lr_milestones='5,ten'), r"--lr-milestones='ten' is not a valid int"),
+    (dict(joint_weights='0.2,0.3,0.5'), r'--joint-weights takes two numbers'),
+])
+def test_values_torch_would_refuse_later_are_refused_when_parsed(given, message):
+    # torch's own ValueError would come after the run directory, and with a traceback
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(**given)
+
+
 def test_attention_on_a_model_without_residual_blocks_stops_before_a_run_directory_exists(tmp_path):
     write_class_folders(tmp_path / 'data' / 'train', ['a', 'b'], 4)
     res = run_cli('train', '--model=SqueezeNet', '--attention=cbam', '--vis=false', cwd=tmp_path)
