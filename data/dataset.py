@@ -7,16 +7,18 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from config import UserError
+
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 
 def find_classes(root):
     """Sorted class sub-folder names of `root`; ValueError when the folder is missing or has none."""
     if not os.path.isdir(root):
-        raise ValueError(f'data folder {root} does not exist; lay images out as {root}/<class name>/<image>')
+        raise UserError(f'data folder {root} does not exist; lay images out as {root}/<class name>/<image>')
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith('.'))
     if not classes:
-        raise ValueError(f'{root} has no class sub-folders; lay images out as {root}/<class name>/<image>')
+        raise UserError(f'{root} has no class sub-folders; lay images out as {root}/<class name>/<image>')
     return classes
 
 
@@ -35,7 +37,7 @@ def scan(root, classes):
             dirnames.sort()
             samples += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if is_image_file(f)]
     if not samples:
-        raise ValueError(f'{root} holds no images ({", ".join(IMG_EXTENSIONS)}) in its class folders')
+        raise UserError(f'{root} holds no images ({", ".join(IMG_EXTENSIONS)}) in its class folders')
     return samples
 
 
@@ -66,8 +68,8 @@ class ImageFolderDataset(Dataset):
         if classes is not None:
             unknown = [c for c in found if c not in classes]
             if unknown:
-                raise ValueError(f'{root} has classes the model was not trained on: {unknown[:10]}'
-                                 f'{" ..." if len(unknown) > 10 else ""}')
+                raise UserError(f'{root} has classes the model was not trained on: {unknown[:10]}'
+                                f'{" ..." if len(unknown) > 10 else ""}')
         return cls(scan(root, classes if classes is not None else found), classes or found, transform)
 
     @property

@@ -4,6 +4,7 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
+from config import UserError
 from . import cache, transforms
 from .dataset import ImageFolderDataset, auto_image_size, collate, find_classes, scan, stratified_split
 from .demo import ensure_demo
@@ -55,8 +56,8 @@ def train_val_samples(cfg):
         return classes, samples, val
     train_idx, val_idx = stratified_split([label for _, label in samples], cfg.val_ratio, cfg.seed)
     if not val_idx:
-        raise ValueError(f'{cfg.train_data_root} is too small to hold out a validation split; '
-                         f'add images or give --val-data-root')
+        raise UserError(f'{cfg.train_data_root} is too small to hold out a validation split; '
+                        f'add images or give --val-data-root')
     return classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 

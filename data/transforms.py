@@ -4,6 +4,8 @@ import os
 
 from torchvision import transforms as T
 
+from config import UserError
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NORM_FILE = 'normalization.json'
 
@@ -81,7 +83,7 @@ def dataset_stats(samples, image_size):
             continue
         total, total_sq, n = total + x.sum(1), total_sq + (x * x).sum(1), n + x.shape[1]
     if not n:
-        raise ValueError('--normalize=dataset found no readable training image to compute statistics from')
+        raise UserError('--normalize=dataset found no readable training image to compute statistics from')
     mean = total / n
     std = (total_sq / n - mean * mean).clamp(min=1e-12).sqrt().clamp(min=1e-3)
     return {'mean': [round(float(v), 6) for v in mean], 'std': [round(float(v), 6) for v in std]}

@@ -53,8 +53,8 @@ def resolve_attention(name, attention, pretrained_path=''):
             return stored if stored in ('se', 'cbam') and name in ATTENTION_MODELS else 'none'
         return 'cbam' if name in ATTENTION_MODELS else 'none'
     if attention != 'none' and name not in ATTENTION_MODELS:
-        raise ValueError(f'--attention={attention} works with {" and ".join(ATTENTION_MODELS)}, not {name}; '
-                         f'use --attention=none')
+        raise config.UserError(f'--attention={attention} works with {" and ".join(ATTENTION_MODELS)}, not {name}; '
+                               f'use --attention=none')
     return attention
 
 

@@ -209,7 +209,8 @@ def fit(cfg):
 def load_for_eval(cfg):
     """(model on its device, effective config, checkpoint) for --load-path."""
     if not cfg.load_path:
-        raise ValueError('give the checkpoint to evaluate with --load-path=PATH (e.g. checkpoints/<run>/best_model.pth)')
+        raise config.UserError('give the checkpoint to evaluate with --load-path=PATH '
+                               '(e.g. checkpoints/<run>/best_model.pth)')
     ckpt = checkpoint.load(cfg.load_path)
     checkpoint.check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
     eval_cfg = merge_given(ckpt.get('config', {}), cfg)

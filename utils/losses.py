@@ -69,15 +69,15 @@ def class_weights(counts, kind, beta=0.999):
     n = torch.as_tensor(counts, dtype=torch.float64).flatten()
     if n.numel() == 0 or (n <= 0).any():
         empty = torch.nonzero(n <= 0).flatten().tolist()
-        raise ValueError(f"class weights need a positive sample count for every class; "
-                         f"classes {empty} have none (got {n.numel()} counts)")
+        raise config.UserError(f"class weights need a positive sample count for every class; "
+                               f"classes {empty} have none (got {n.numel()} counts)")
     if kind == 'inverse':
         w = 1 / n
     elif kind == 'sqrt_inverse':
         w = 1 / n.sqrt()
     else:
         if not 0 < beta < 1:
-            raise ValueError(f"effective_number needs 0 < beta < 1, got {beta}")
+            raise config.UserError(f"effective_number needs 0 < beta < 1, got {beta}")
         w = (1 - beta) / (1 - beta ** n)
     return (w * n.numel() / w.sum()).float()
 
@@ -93,7 +93,7 @@ def _label_smooth(cfg, weight=None):
 def _joint(cfg, weight=None):
     weights = cfg.joint_weights
     if len(weights) != 2:
-        raise ValueError(f"joint_weights must be two numbers (ce, label_smooth), got {weights!r}")
+        raise config.UserError(f"joint_weights must be two numbers (ce, label_smooth), got {weights!r}")
     first_weight, second_weight = (float(w) for w in weights)  # from the command line they come as text
     return JointLoss(_ce(cfg, weight), _label_smooth(cfg, weight), first_weight, second_weight)
 

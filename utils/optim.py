@@ -3,6 +3,8 @@ import math
 
 import torch
 
+from config import UserError
+
 
 def param_groups(model, weight_decay):
     """No weight decay on biases and normalisation weights (1-d tensors), as in timm and torchvision."""
@@ -16,7 +18,7 @@ def param_groups(model, weight_decay):
 def sgd(model, cfg):
     nesterov = cfg.nesterov
     if nesterov and cfg.momentum <= 0:
-        raise ValueError('--nesterov needs --momentum above 0')
+        raise UserError('--nesterov needs --momentum above 0')
     return torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
 
 

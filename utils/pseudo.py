@@ -19,6 +19,7 @@ import os
 import numpy as np
 import torch
 
+from config import UserError
 from data import loaders, manifest, transforms
 from data.dataset import ImageFolderDataset, is_image_file
 
@@ -26,13 +27,13 @@ from data.dataset import ImageFolderDataset, is_image_file
 def image_paths(root):
     """Every image file under root (any depth, any layout), sorted."""
     if not os.path.isdir(root):
-        raise ValueError(f'--unlabeled-root={root!r} is not a folder; give the folder of images to label')
+        raise UserError(f'--unlabeled-root={root!r} is not a folder; give the folder of images to label')
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
         out += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f)]
     if not out:
-        raise ValueError(f'{root} holds no images; give --unlabeled-root=FOLDER with image files')
+        raise UserError(f'{root} holds no images; give --unlabeled-root=FOLDER with image files')
     return out
 
 
@@ -119,11 +120,11 @@ def distribution_gap(train_counts, accepted_counts):
 
 def check_settings(cfg):
     if not 0 <= cfg.pseudo_floor <= 1 or not 0 < cfg.pseudo_precision <= 1:
-        raise ValueError('--pseudo-floor must be in [0, 1] and --pseudo-precision in (0, 1]')
+        raise UserError('--pseudo-floor must be in [0, 1] and --pseudo-precision in (0, 1]')
     if cfg.pseudo_cap < 0 or cfg.rounds < 0 or cfg.pseudo_min_support < 1:
-        raise ValueError('--pseudo-cap and --rounds must be >= 0 and --pseudo-min-support >= 1')
+        raise UserError('--pseudo-cap and --rounds must be >= 0 and --pseudo-min-support >= 1')
     if not cfg.unlabeled_root:
-        raise ValueError('give the images to label with --unlabeled-root=FOLDER')
+        raise UserError('give the images to label with --unlabeled-root=FOLDER')
 
 
 def inside(path, folder):
@@ -141,15 +142,15 @@ def label_once(cfg, run_name):
     base = copy.copy(cfg)
     base.run_name = run_name
     if inside(os.path.join(base.checkpoint_dir, base.run_name), cfg.unlabeled_root):
-        raise ValueError(f'--checkpoint-dir={cfg.checkpoint_dir} is inside --unlabeled-root; pseudo never writes '
-                         f'into the source folder: choose a checkpoint dir outside it')
+        raise UserError(f'--checkpoint-dir={cfg.checkpoint_dir} is inside --unlabeled-root; pseudo never writes '
+                        f'into the source folder: choose a checkpoint dir outside it')
     # Thresholds and the training distribution come from the plain training data of the checkpoint.
     plain = loaders.resolve_roots(copy.copy(cfg))
     plain.extra_manifest, plain.upsample_hard = '', 0
     train_set, val_set = loaders.build_train_val(plain)
     classes = ckpt['classes']
     if list(train_set.classes) != list(classes):
-        raise ValueError(f'the training data of {cfg.load_path} no longer has the classes it was trained on')
+        raise UserError(f'the training data of {cfg.load_path} no longer has the classes it was trained on')
     train_counts = np.bincount(train_set.targets, minlength=len(classes))
     val_probs = predict(model, [p for p, _ in val_set.samples], classes, cfg, device, cfg.pseudo_tta)
     readable = ~np.isnan(val_probs).any(1)
@@ -204,7 +205,7 @@ def run(cfg):
     from utils.checkpoint import load
     check_settings(cfg)
     if not cfg.load_path:
-        raise ValueError('give the model that labels the images with --load-path=checkpoints/<run>/best_model.pth')
+        raise UserError('give the model that labels the images with --load-path=checkpoints/<run>/best_model.pth')
     name = cfg.run_name if 'run_name' in getattr(cfg, 'given', ()) else f'pseudo-{time.strftime("%Y%m%d-%H%M%S")}'
     results = [label_once(cfg, f'{name}-round0' if cfg.rounds else name)]
     for r in range(1, cfg.rounds + 1):
