@@ -12,10 +12,16 @@ from config import UserError
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 
-def find_classes(root):
-    """Sorted class sub-folder names of `root`; ValueError when the folder is missing or has none."""
+def require_folder(root, hint):
+    """UserError unless `root` is a folder, saying whether it is a file or does not exist, then `hint`."""
     if not os.path.isdir(root):
-        raise UserError(f'data folder {root} does not exist; lay images out as {root}/<class name>/<image>')
+        what = 'is a file, not a folder' if os.path.exists(root) else 'does not exist'
+        raise UserError(f'data folder {root} {what}; {hint}')
+
+
+def find_classes(root):
+    """Sorted class sub-folder names of `root`; UserError when it is not a folder or has none."""
+    require_folder(root, f'lay images out as {root}/<class name>/<image>')
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith('.'))
     if not classes:
         raise UserError(f'{root} has no class sub-folders; lay images out as {root}/<class name>/<image>')

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from config import UserError
 from data import loaders, transforms
-from data.dataset import BadFileLog, ImageFolderDataset, is_image_file
+from data.dataset import BadFileLog, ImageFolderDataset, is_image_file, require_folder
 from utils import engine
 from utils.report import classification_summary, format_summary, write_summary
 from utils.svm_head import fit_svm_head, load_svm_head, save_svm_head
@@ -119,8 +119,7 @@ def report(result, classes, cfg, split, badlog):
 
 def find_images(root):
     """Every image under `root` (flat or nested, any depth), sorted by relative path."""
-    if not os.path.isdir(root):
-        raise UserError(f'folder {root} does not exist; give the images to classify with --data-root=FOLDER')
+    require_folder(root, 'give the images to classify with --data-root=FOLDER')
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith('.')]
