@@ -263,7 +263,7 @@ def timm_name(name, part):
         return known[part.lower()]
     guess = difflib.get_close_matches(part.lower(), list(known), n=1, cutoff=0.6)
     hint = f'; did you mean timm/{known[guess[0]]}?' if guess else ''
-    raise ConfigError(f'unknown --{flag(name)}=\'timm/{part}\': timm has no {what} {part!r}{hint}')
+    raise ConfigError(f'unknown --{flag(name)}={"timm/" + part!r}: timm has no {what} {part!r}{hint}')
 
 
 def closest(key, names):
