@@ -10,10 +10,20 @@ import json
 from dataclasses import dataclass, field
 
 
-def opt(default, help, group='general'):
-    """A setting: its default, a one-line help, and the group `help` lists it under."""
+def opt(default, help, group='general', choices=()):
+    """A setting: its default, a one-line help, the group `help` lists it under and, for a setting that names one
+    of a few values, those `choices` (see `check_choice`)."""
     kw = {'default_factory': lambda: default} if isinstance(default, list) else {'default': default}
-    return field(metadata={'help': help, 'group': group}, **kw)
+    return field(metadata={'help': help, 'group': group, 'choices': tuple(choices)}, **kw)
+
+
+# The model registry's names (models.MODELS; a test keeps the two equal), listed here so that parsing and `help`
+# need no import of the models package.
+MODEL_NAMES = ('AlexNet', 'SqueezeNet', 'ResNet34', 'ResNet101', 'ResNeSt50', 'EfficientNet-B0', 'EfficientNet-B1',
+               'EfficientNet-B2', 'EfficientNet-B3', 'EfficientNet-B4', 'EfficientNet-B5', 'ResNeXt101_32x8d',
+               'SE-ResNeXt50_32x4d', 'SE-ResNeXt101_32x4d')
+TIMM = 'timm/<name>'  # a choice that takes any name timm knows after its prefix
+TTA = ('none', 'hflip', 'vflip', 'd4', 'five_crop', 'ten_crop', 'multiscale')
 
 
 @dataclass
@@ -35,13 +45,15 @@ class DefaultConfig:
                            'CPU of 2 cores or fewer, else the CPUs of this process less one, at most 8)', 'data')
     augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop) | affine (RandomAffine '
                        'translate 0.05) | resized (random resized crop) | randaugment | trivialaugment (basic + '
-                       'torchvision\'s RandAugment / TrivialAugmentWide)', 'augment')
+                       'torchvision\'s RandAugment / TrivialAugmentWide)', 'augment',
+                       choices=('none', 'basic', 'affine', 'resized', 'randaugment', 'trivialaugment'))
     sampler: str = opt('shuffle', 'how training batches are drawn: shuffle | weighted (WeightedRandomSampler, '
-                       '1/count per image) | imbalanced (torchsampler ImbalancedDatasetSampler)', 'balance')
+                       '1/count per image) | imbalanced (torchsampler ImbalancedDatasetSampler)', 'balance',
+                       choices=('shuffle', 'weighted', 'imbalanced'))
 
     # --- model
-    model: str = opt('ResNet34', 'architecture from the registry (see the model list below), case-insensitive',
-                     'model')
+    model: str = opt('ResNet34', 'architecture from the registry, case-insensitive, or timm/<name> for any timm '
+                     'model', 'model', choices=MODEL_NAMES + (TIMM,))
     pretrained_path: str = opt('', 'local weights file to start from; the head is replaced when the class '
                                'count differs', 'model')
 
@@ -49,15 +61,17 @@ class DefaultConfig:
     max_epoch: int = opt(15, 'number of training epochs', 'optim')
     batch_size: int = opt(64, 'images per batch', 'optim')
     loss: str = opt('label_smooth', 'loss function: ce | label_smooth (lb_pos on the true class, lb_neg elsewhere) | joint '
-                    '(joint_weights[0] * ce + joint_weights[1] * label_smooth)', 'optim')
+                    '(joint_weights[0] * ce + joint_weights[1] * label_smooth)', 'optim',
+                    choices=('ce', 'label_smooth', 'joint'))
     optimizer: str = opt('adamw', 'optimizer: sgd | adam | adamw | radam | ranger (RAdam + Lookahead + gradient '
-                         'centralisation) | ranger_adabelief | timm/<name> (any timm optimizer)', 'optim')
+                         'centralisation) | ranger_adabelief | timm/<name> (any timm optimizer)', 'optim',
+                         choices=('sgd', 'adam', 'adamw', 'radam', 'ranger', 'ranger_adabelief', TIMM))
     lr: float = opt(1e-3, 'initial learning rate', 'optim')
     momentum: float = opt(0.9, 'SGD momentum', 'optim')
     weight_decay: float = opt(1e-4, 'weight decay (decoupled for adamw; L2 for the others)', 'optim')
     scheduler: str = opt('onecycle', 'learning-rate schedule: plateau (multiply by lr_decay when the validation '
                          'loss stops improving) | step | multistep | cosine (linear warmup, then cosine to min_lr) | onecycle | '
-                         'none', 'optim')
+                         'none', 'optim', choices=('plateau', 'step', 'multistep', 'cosine', 'onecycle', 'none'))
     lr_decay: float = opt(0.5, 'factor the plateau / step / multistep schedules multiply the learning rate by', 'optim')
     lr_patience: int = opt(1, 'epochs without validation-loss improvement before the plateau decay', 'optim')
     seed: int = opt(0, 'random seed (same seed + same data -> same metrics on the CPU)', 'optim')
@@ -78,13 +92,14 @@ class DefaultConfig:
     vis_port: int = opt(8097, 'visdom server port', 'dashboard')
 
     # --- evaluation and inference
-    tta: str = opt('none', 'test-time augmentation in val, testforacc, predict and ensemble: none | hflip | vflip | '
-                   'd4 | five_crop | ten_crop | multiscale; flips change direction-bearing classes (keep-left / '
-                   'keep-right signs, digits): use none or crops there', 'inference')
-    tta_merge: str = opt('mean', 'how the TTA views are merged, as probabilities: mean | gmean | max | tsharpen',
-                         'inference')
+    tta: str = opt('none', 'test-time augmentation in val, testforacc, predict and ensemble; flips change '
+                   'direction-bearing classes (keep-left / keep-right signs, digits): use none or crops there',
+                   'inference', choices=TTA)
+    tta_merge: str = opt('mean', 'how the TTA views are merged, as probabilities', 'inference',
+                         choices=('mean', 'gmean', 'max', 'tsharpen'))
     head: str = opt('softmax', 'classifier head of testforacc, val and predict: softmax | svm (the head fitted by '
-                    'the svm command, <checkpoint>_svm.npz beside the checkpoint)', 'inference')
+                    'the svm command, <checkpoint>_svm.npz beside the checkpoint)', 'inference',
+                    choices=('softmax', 'svm'))
     topk: int = opt(5, 'predict: classes written per image, most likely first', 'inference')
     output: str = opt('', 'predict / ensemble: CSV the predictions are written to; empty = predictions.csv '
                       '(ensemble: ensemble_predictions.csv) beside the (first) checkpoint', 'inference')
@@ -92,8 +107,8 @@ class DefaultConfig:
                            'image sizes may differ)', 'inference')
     ensemble_weights: list = opt([], 'ensemble: soft-voting weights, one per member, e.g. [2,1,1]; empty = equal',
                                  'inference')
-    fusion: str = opt('soft', 'ensemble: the method whose predictions --output gets: soft | hard | stacking',
-                      'inference')
+    fusion: str = opt('soft', 'ensemble: the method whose predictions --output gets', 'inference',
+                      choices=('soft', 'hard', 'stacking'))
     kfold: int = opt(0, 'train on a stratified, seeded k-fold split of train_data_root: K folds (0 = off); the '
                      'held-out fold is the validation split', 'inference')
     fold: int = opt(0, 'which fold (0..kfold-1) is held out as the validation split', 'inference')
@@ -128,8 +143,8 @@ class DefaultConfig:
     pseudo_cap: float = opt(0.0, 'pseudo: at most this many accepted images per training image of the class; '
                             '0 = auto (the median ratio over classes), keeping the merged distribution close '
                             'to training', 'pseudo')
-    pseudo_tta: str = opt('none', 'pseudo: test-time augmentation for the predictions: none | hflip | vflip | '
-                          'd4 | five_crop | ten_crop | multiscale', 'pseudo')
+    pseudo_tta: str = opt('none', 'pseudo: test-time augmentation for the predictions', 'pseudo',
+                          choices=TTA)
     rounds: int = opt(0, 'pseudo: rounds of train (from the previous best, with the accepted images) -> '
                       'predict -> select after the first selection', 'pseudo')
     # --- dashboard server and replay
@@ -140,17 +155,19 @@ class DefaultConfig:
     # --- speed and scale
     cache: str = opt('none', 'none (decode every image every epoch; streams, constant memory) | ram (decode and '
                      'resize once to uint8, augment per batch on the training device; refused when it would not '
-                     'fit in the available memory)', 'speed')
+                     'fit in the available memory)', 'speed', choices=('none', 'ram'))
     prefetch_factor: int = opt(2, 'batches each loading worker prepares ahead', 'speed')
     amp: str = opt('auto', 'mixed precision on CUDA: auto (bf16 where supported, else fp16 with a gradient '
-                   'scaler) | bf16 | fp16 | off; the CPU always trains in fp32', 'speed')
-    channels_last: str = opt('auto', 'channels_last memory format: auto (on for CUDA) | on | off; CUDA only', 'speed')
+                   'scaler) | bf16 | fp16 | off; the CPU always trains in fp32', 'speed',
+                   choices=('auto', 'off', 'bf16', 'fp16'))
+    channels_last: str = opt('auto', 'channels_last memory format: auto (on for CUDA) | on | off; CUDA only', 'speed',
+                             choices=('auto', 'on', 'off'))
     cudnn_benchmark: bool = opt(True, 'let cuDNN pick the fastest convolution algorithms (CUDA)', 'speed')
     compile: bool = opt(False, 'torch.compile the model (first step compiles for ~20 s or more)', 'speed')
     sync_bn: bool = opt(False, 'under torchrun on CUDA: synchronise batch-norm statistics across processes',
                         'speed')
     dist_backend: str = opt('auto', 'torchrun process-group backend: auto (nccl on CUDA, gloo on the CPU) | '
-                            'gloo | nccl', 'speed')
+                            'gloo | nccl', 'speed', choices=('auto', 'gloo', 'nccl'))
     # --- tricks: augmentation, mixing, class balance, losses, optimizers, schedules, backbones, EMA
     hflip: bool = opt(False, 'random horizontal flip; off by default: a flip changes the meaning of direction-bearing '
                       'classes (keep-left / keep-right signs, arrows, digits, text)', 'augment')
@@ -159,14 +176,15 @@ class DefaultConfig:
     normalize: str = opt('auto', 'input normalisation: imagenet statistics | dataset (the training images\' own '
                          'mean and std, computed once and cached in the run directory) | auto (dataset when training '
                          'from scratch; with pretrained_path, dataset if that checkpoint of this toolkit used it, '
-                         'else imagenet)', 'augment')
+                         'else imagenet)', 'augment', choices=('auto', 'imagenet', 'dataset'))
     cutmix_prob: float = opt(0.0, 'probability that a training batch gets CutMix (0 = off)', 'mix')
     cutmix_alpha: float = opt(1.0, 'CutMix Beta(alpha, alpha) parameter', 'mix')
     mixup_prob: float = opt(0.5, 'probability that a training batch gets Mixup (0 = off; cutmix_prob + mixup_prob '
                             '<= 1); 0 when only --cutmix-prob is given, so that asking for CutMix gets CutMix', 'mix')
     mixup_alpha: float = opt(0.2, 'Mixup Beta(alpha, alpha) parameter', 'mix')
     class_weight: str = opt('none', 'per-class loss weights: none | inverse | sqrt_inverse | effective_number '
-                            '(Cui et al., 2019, with cb_beta)', 'balance')
+                            '(Cui et al., 2019, with cb_beta)', 'balance',
+                            choices=('none', 'inverse', 'sqrt_inverse', 'effective_number'))
     cb_beta: float = opt(0.999, 'beta of the effective_number class weights', 'balance')
     lb_pos: float = opt(0.9, 'label_smooth / joint: target probability of the true class', 'optim')
     lb_neg: float = opt(0.005, 'label_smooth / joint: target probability of every other class', 'optim')
@@ -186,7 +204,8 @@ class DefaultConfig:
     ema_decay: float = opt(0.998, 'EMA decay (with warmup, so short runs average over fewer steps)', 'optim')
     attention: str = opt('auto', 'attention in every residual block of ResNet34 / ResNet101: none | se | cbam | '
                          'auto (cbam for those two trained from scratch; with pretrained_path, what that checkpoint '
-                         'of this toolkit used, none for other weights files; none for other models)', 'model')
+                         'of this toolkit used, none for other weights files; none for other models)', 'model',
+                         choices=('auto', 'none', 'se', 'cbam'))
     freeze_backbone: bool = opt(False, 'train only the final layer (fine-tuning local pretrained weights)', 'model')
 
     def to_dict(self):
@@ -213,6 +232,40 @@ def settings():
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         out.append((f.name, default, type(default), f.metadata['help'], f.metadata['group']))
     return out
+
+
+def choices():
+    """{name: its choices} for every setting that names one of a few values."""
+    return {f.name: f.metadata['choices'] for f in dataclasses.fields(DefaultConfig) if f.metadata['choices']}
+
+
+def check_choice(name, value, allowed):
+    """`value` spelled as in `allowed` (any case is accepted), or ConfigError listing `allowed` with the closest one.
+    A choice like 'timm/<name>' accepts its prefix followed by any name timm has (see `timm_name`)."""
+    by_lower = {c.lower(): c for c in allowed}
+    text = str(value)
+    if text.lower() in by_lower:
+        return by_lower[text.lower()]
+    for pattern in allowed:
+        prefix = pattern[:-len('<name>')]
+        if pattern.endswith('<name>') and text.lower().startswith(prefix):
+            return prefix + timm_name(name, text[len(prefix):])
+    guess = difflib.get_close_matches(text.lower(), list(by_lower), n=1, cutoff=0.6)
+    hint = f'; did you mean {by_lower[guess[0]]}?' if guess else ''
+    raise ConfigError(f'unknown --{flag(name)}={text!r}; choose one of: {", ".join(allowed)}{hint}')
+
+
+def timm_name(name, part):
+    """`part` as timm spells it when timm has a model (for --model) or an optimizer (for --optimizer) of that name;
+    otherwise ConfigError with the closest."""
+    import timm.optim  # only for a timm/<name> value, so that parsing stays light otherwise
+    what = 'model' if name == 'model' else 'optimizer'
+    known = {n.lower(): n for n in (timm.list_models() if what == 'model' else timm.optim.list_optimizers())}
+    if part.lower() in known:
+        return known[part.lower()]
+    guess = difflib.get_close_matches(part.lower(), list(known), n=1, cutoff=0.6)
+    hint = f'; did you mean timm/{known[guess[0]]}?' if guess else ''
+    raise ConfigError(f'unknown --{flag(name)}={"timm/" + part!r}: timm has no {what} {part!r}{hint}')
 
 
 def closest(key, names):
@@ -278,21 +331,32 @@ def parse(**kwargs):
 
 
 def check(cfg):
-    """Range checks that the types alone do not catch."""
+    """Choices (each value set to its listed spelling) and range checks that the types alone do not catch."""
+    for name, allowed in choices().items():
+        setattr(cfg, name, check_choice(name, getattr(cfg, name), allowed))
     if not 0 < cfg.val_ratio < 1:
         raise ConfigError(f'--val-ratio must be between 0 and 1, got {cfg.val_ratio}')
-    for name in ('batch_size', 'max_epoch', 'print_freq'):
+    for name in ('batch_size', 'max_epoch', 'print_freq', 'accum_steps', 'ranger_k'):
         if getattr(cfg, name) < 1:
             raise ConfigError(f'--{flag(name)} must be at least 1, got {getattr(cfg, name)}')
     if cfg.image_size and cfg.image_size < 32:
         raise ConfigError(f'--image-size must be 0 (auto) or at least 32, got {cfg.image_size}')
-    if cfg.lr <= 0:
-        raise ConfigError(f'--lr must be positive, got {cfg.lr}')
-    if cfg.accum_steps < 1:
-        raise ConfigError(f'--accum-steps must be at least 1, got {cfg.accum_steps}')
-    for name, choices in (('attention', ('auto', 'none', 'se', 'cbam')), ('normalize', ('auto', 'imagenet', 'dataset'))):
-        if str(getattr(cfg, name)).lower() not in choices:
-            raise ConfigError(f'unknown --{name}={getattr(cfg, name)!r}; choose one of: {", ".join(choices)}')
+    # what torch's optimizers and schedules, Ranger and the mixes would refuse later, after the run directory
+    for name in ('lr', 'cutmix_alpha', 'mixup_alpha'):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f'--{flag(name)} must be positive, got {getattr(cfg, name)}')
+    for name in ('momentum', 'weight_decay'):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f'--{flag(name)} must be 0 or more, got {getattr(cfg, name)}')
+    if not 0 < cfg.lr_decay < 1 or not 0 < cfg.ranger_alpha <= 1:
+        raise ConfigError(f'--lr-decay must be in (0, 1) and --ranger-alpha in (0, 1], got {cfg.lr_decay} and '
+                          f'{cfg.ranger_alpha}')
+    for m in cfg.lr_milestones:
+        coerce('lr_milestones', m, int)
+    for w in cfg.joint_weights:
+        coerce('joint_weights', w, float)
+    if len(cfg.joint_weights) != 2:
+        raise ConfigError(f'--joint-weights takes two numbers (ce, label_smooth), e.g. 0.3,0.7; got {cfg.joint_weights}')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):
         raise ConfigError(f'--cutmix-prob and --mixup-prob are per-batch probabilities of one mix each: both in 0..1 '
                           f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')

@@ -130,7 +130,7 @@ def data_root(kwargs):
     cfg = loaders.resolve_roots(cfg)
     roots = [r for r in (cfg.train_data_root, cfg.val_data_root, cfg.test_data_root) if os.path.isdir(r)]
     if not roots:
-        raise ValueError('no data found; give --data-root=FOLDER (train/val/test inside, or class folders)')
+        raise config.UserError('no data found; give --data-root=FOLDER (train/val/test inside, or class folders)')
     return cfg, os.path.commonpath([os.path.abspath(r) for r in roots]) if len(roots) > 1 else roots[0]
 
 
@@ -142,7 +142,7 @@ def dashboard(port=None, host=None, **kwargs):
     try:
         serve(port=port, host=cfg.vis_host if host is None else str(host), env_path=cfg.vis_env_path)
     except RuntimeError as e:  # npm missing, server crashed: say what to do in one line
-        raise ValueError(str(e)) from None
+        raise config.UserError(str(e)) from None
 
 
 def replay(run='', **kwargs):
@@ -152,19 +152,18 @@ def replay(run='', **kwargs):
 
 
 def help(**kwargs):
-    """List the commands, every setting with its default, and the registered models."""
-    import models
+    """List the commands, and every setting with its default (and its choices, for those that name one)."""
     lines = ['usage: python main.py <command> [--setting=value ...]', '', 'commands:']
     for name in COMMANDS:
         lines.append(f'  {name:<11} {COMMANDS[name].__doc__.splitlines()[0]}')
         lines.append(f'  {"":<11}   e.g. {EXAMPLES[name]}')
     lines += ['', 'settings (--name=value; booleans also --name / --noname):']
-    groups = {}  # each group once, in the order it first appears
+    groups, choices = {}, config.choices()  # each group once, in the order it first appears
     for name, default, kind, text, grp in config.settings():
-        groups.setdefault(grp, []).append(f'    --{config.flag(name)}={default!r}  ({kind.__name__})  {text}')
+        what = 'one of: ' + ' | '.join(choices[name]) if name in choices else kind.__name__
+        groups.setdefault(grp, []).append(f'    --{config.flag(name)}={default!r}  ({what})  {text}')
     for grp, entries in groups.items():
         lines += [f'  [{grp}]'] + entries
-    lines += ['', 'models: ' + ', '.join(models.list_models()) + f', {models.TIMM_PREFIX}<any timm model name>']
     print('\n'.join(lines))
 
 
@@ -204,7 +203,7 @@ def main(argv=None):
         argv = ['help']
     try:
         fire.Fire(COMMANDS, command=quote_values(argv), name='main.py')
-    except ValueError as e:  # bad input the user can fix: one line, no traceback
+    except config.UserError as e:  # a mistake the user can fix: one line; anything else is a bug, with its traceback
         if os.environ.get('CLASSIFIER_DEBUG'):
             raise
         print(f'error: {e}', file=sys.stderr)

@@ -17,7 +17,7 @@ from collections import Counter
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .dataset import IMG_EXTENSIONS, is_image_file
+from .dataset import IMG_EXTENSIONS, is_image_file, require_folder
 
 SPLIT_ORDER = ('train', 'val', 'test')
 # Problems that make a file useless or misleading; clean moves these by default.
@@ -43,9 +43,7 @@ DESCRIBE = {
 def find_splits(root):
     """{split name: folder}: root/train, root/val, root/test (and other folders of class folders) when present,
     otherwise root itself as one split named after it."""
-    if not os.path.isdir(root):
-        raise ValueError(f'data folder {root} does not exist; give --data-root=FOLDER (train/val/test inside, '
-                         f'or class folders)')
+    require_folder(root, 'give --data-root=FOLDER (train/val/test inside, or class folders)')
     named = [s for s in SPLIT_ORDER if os.path.isdir(os.path.join(root, s))]
     if named:
         return {s: os.path.join(root, s) for s in named}

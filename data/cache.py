@@ -12,10 +12,10 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from config import UserError
 from .dataset import BadImage, ImageFolderDataset
 from .transforms import norm_stats
 
-CACHES = ('none', 'ram')
 BATCH_AUGMENTS = ('none', 'basic')
 
 
@@ -45,8 +45,8 @@ def check_fits(nbytes, available=None):
     """ValueError with the figures when a cache of `nbytes` would exceed the available memory."""
     available = available_bytes() if available is None else available
     if nbytes > available:
-        raise ValueError(f'--cache=ram needs {gib(nbytes)} but only {gib(available)} of memory is available; '
-                         f'use --cache=none (streams from disk) or a smaller --image-size')
+        raise UserError(f'--cache=ram needs {gib(nbytes)} but only {gib(available)} of memory is available; '
+                        f'use --cache=none (streams from disk) or a smaller --image-size')
 
 
 class CachedImages(ImageFolderDataset):
@@ -78,8 +78,8 @@ class CachedImages(ImageFolderDataset):
 def build_train_val(cfg, classes, train, val, num_workers=0):
     """Cached training and validation datasets; prints the estimate first and refuses what would not fit."""
     if cfg.augment not in BATCH_AUGMENTS:
-        raise ValueError(f'--cache=ram augments batches on the device with --augment={"|".join(BATCH_AUGMENTS)}; '
-                         f'got {cfg.augment!r}: use one of those or --cache=none')
+        raise UserError(f'--cache=ram augments batches on the device with --augment={"|".join(BATCH_AUGMENTS)}; '
+                        f'got {cfg.augment!r}: use one of those or --cache=none')
     need = estimate_bytes(len(train) + len(val), cfg.image_size)
     available = available_bytes()
     print(f'cache: {len(train) + len(val)} images at {cfg.image_size} px as uint8 need {gib(need)} '
@@ -95,7 +95,7 @@ def augment_batch(images, augment='basic'):
     if augment == 'none':
         return images
     if augment != 'basic':
-        raise ValueError(f'--cache=ram supports --augment={"|".join(BATCH_AUGMENTS)}, not {augment!r}')
+        raise UserError(f'--cache=ram supports --augment={"|".join(BATCH_AUGMENTS)}, not {augment!r}')
     n, c, h, w = images.shape
     pad = max(1, h // 8)
     # Edge padding then cropping = reading the image at clamped, shifted coordinates.
@@ -168,12 +168,12 @@ def prepare_batch(images, cfg, train):
     `jitter`, then for both the normalisation of `cfg`, then `erasing` for training."""
     if train:
         images = augment_batch(images, cfg.augment)
-        if getattr(cfg, 'hflip', False):
+        if cfg.hflip:
             images = flip_batch(images)
     images = images.float().div_(255)
-    if train and getattr(cfg, 'jitter', 0) > 0:
+    if train and cfg.jitter > 0:
         images = jitter_batch(images, cfg.jitter)
     images = normalize(images, *norm_stats(cfg))
-    if train and getattr(cfg, 'erasing', 0) > 0:
+    if train and cfg.erasing > 0:
         images = erase_batch(images, cfg.erasing)
     return images

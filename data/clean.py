@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 
-import config
+from config import UserError
 from .analyze import DEFAULT_CLEAN, FILE_CATEGORIES, FOLDER_CATEGORIES, analyze
 
 FIELDS = ['original', 'quarantined', 'category', 'detail', 'sha256', 'bytes', 'moved_at']
@@ -42,9 +42,9 @@ def check_categories(categories):
     if bad:
         folders = [c for c in bad if c in FOLDER_CATEGORIES]
         why = f'{", ".join(folders)} are folders, clean moves files only; ' if folders else ''
-        raise ValueError(f'unknown --clean-categories {bad}: {why}choose from {", ".join(FILE_CATEGORIES)}')
+        raise UserError(f'unknown --clean-categories {bad}: {why}choose from {", ".join(FILE_CATEGORIES)}')
     if not categories:
-        raise ValueError(f'--clean-categories is empty; choose from {", ".join(FILE_CATEGORIES)}')
+        raise UserError(f'--clean-categories is empty; choose from {", ".join(FILE_CATEGORIES)}')
 
 
 def plan(report, categories):
@@ -65,16 +65,16 @@ def clean(root, categories=DEFAULT_CLEAN, quarantine='', dry_run=False, near_bit
     quarantine = quarantine_dir(root, quarantine)
     root_abs = os.path.abspath(root)
     if os.path.commonpath([root_abs, os.path.abspath(quarantine)]) == root_abs:
-        raise ValueError(f'the quarantine {quarantine} is inside the data root {root}; give --quarantine-dir '
-                         f'outside it')
+        raise UserError(f'the quarantine {quarantine} is inside the data root {root}; give --quarantine-dir '
+                        f'outside it')
     report = report or analyze(root, near_bits, near_diff)
     moves = plan(report, list(categories))
     if dry_run or not moves:
         return moves
     taken = [rel for rel, _, _ in moves if os.path.lexists(os.path.join(quarantine, rel))]
     if taken:
-        raise ValueError(f'{len(taken)} file(s) already in the quarantine under the same name (e.g. {taken[0]}); '
-                         f'run clean --undo first or give another --quarantine-dir')
+        raise UserError(f'{len(taken)} file(s) already in the quarantine under the same name (e.g. {taken[0]}); '
+                        f'run clean --undo first or give another --quarantine-dir')
     os.makedirs(quarantine, exist_ok=True)
     manifest = os.path.join(quarantine, 'manifest.csv')
     new = not os.path.exists(manifest)
@@ -98,25 +98,25 @@ def move(src, dst, digest):
     """Rename src to dst (never over an existing file); across file systems copy, verify the hash, then
     remove the source."""
     if os.path.lexists(dst):
-        raise ValueError(f'{dst} already exists; nothing is overwritten')
+        raise UserError(f'{dst} already exists; nothing is overwritten')
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     try:
         os.link(src, dst)  # fails when dst exists: no race can overwrite a file
         os.unlink(src)
     except OSError:
         if os.path.lexists(dst):
-            raise ValueError(f'{dst} already exists; nothing is overwritten') from None
+            raise UserError(f'{dst} already exists; nothing is overwritten') from None
         shutil.copy2(src, dst)
         if sha256(dst) != digest:
             os.unlink(dst)
-            raise ValueError(f'copy of {src} to {dst} does not match; the original is left in place') from None
+            raise UserError(f'copy of {src} to {dst} does not match; the original is left in place') from None
         os.unlink(src)
 
 
 def read_manifest(quarantine):
     path = os.path.join(quarantine, 'manifest.csv')
     if not os.path.isfile(path):
-        raise ValueError(f'no quarantine manifest at {path}; nothing to undo (was clean run on this --data-root?)')
+        raise UserError(f'no quarantine manifest at {path}; nothing to undo (was clean run on this --data-root?)')
     with open(path, newline='') as f:
         return list(csv.DictReader(f))
 
@@ -132,7 +132,7 @@ def undo(root, quarantine=''):
         for field, folder in (('original', root), ('quarantined', quarantine)):
             path = os.path.join(folder, row[field] or '')
             if not inside(path, folder) or os.path.realpath(path) == os.path.realpath(folder):
-                raise config.UserError(
+                raise UserError(
                     f'{os.path.join(quarantine, "manifest.csv")} line {line}: {field} path {row[field]!r} leads '
                     f'outside {folder}; undo moved nothing: fix or remove that row and run clean --undo again')
     todo, problems = [], []
@@ -149,8 +149,8 @@ def undo(root, quarantine=''):
         else:
             todo.append((src, dst, row['sha256']))
     if problems:
-        raise ValueError(f'undo stopped before moving anything: {len(problems)} problem(s), e.g. {problems[0]}; '
-                         f'move those files aside and run clean --undo again')
+        raise UserError(f'undo stopped before moving anything: {len(problems)} problem(s), e.g. {problems[0]}; '
+                        f'move those files aside and run clean --undo again')
     for src, dst, digest in todo:
         move(src, dst, digest)
     os.replace(os.path.join(quarantine, 'manifest.csv'),

@@ -8,18 +8,24 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-import config
+from config import UserError
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 
-def find_classes(root):
-    """Sorted class sub-folder names of `root`; ValueError when the folder is missing or has none."""
+def require_folder(root, hint):
+    """UserError unless `root` is a folder, saying whether it is a file or does not exist, then `hint`."""
     if not os.path.isdir(root):
-        raise ValueError(f'data folder {root} does not exist; lay images out as {root}/<class name>/<image>')
+        what = 'is a file, not a folder' if os.path.exists(root) else 'does not exist'
+        raise UserError(f'data folder {root} {what}; {hint}')
+
+
+def find_classes(root):
+    """Sorted class sub-folder names of `root`; UserError when it is not a folder or has none."""
+    require_folder(root, f'lay images out as {root}/<class name>/<image>')
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith('.'))
     if not classes:
-        raise ValueError(f'{root} has no class sub-folders; lay images out as {root}/<class name>/<image>')
+        raise UserError(f'{root} has no class sub-folders; lay images out as {root}/<class name>/<image>')
     return classes
 
 
@@ -38,7 +44,7 @@ def scan(root, classes):
             dirnames.sort()
             samples += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if is_image_file(f)]
     if not samples:
-        raise ValueError(f'{root} holds no images ({", ".join(IMG_EXTENSIONS)}) in its class folders')
+        raise UserError(f'{root} holds no images ({", ".join(IMG_EXTENSIONS)}) in its class folders')
     return samples
 
 
@@ -55,11 +61,11 @@ def check_classes(classes, samples, source, allow_empty=False):
     empty = [c for i, c in enumerate(classes) if not counts[i]]
     listed = short(empty)
     if len(filled) < 2:
-        raise config.UserError(f'{source} has training images of {len(filled)} class(es) {filled}'
+        raise UserError(f'{source} has training images of {len(filled)} class(es) {filled}'
                                + (f' (without images: {listed})' if empty else '')
                                + '; a classifier needs at least 2 classes: add a sub-folder of images per class')
     if empty and not allow_empty:
-        raise config.UserError(f'{source} has {len(empty)} class(es) without a training image: {listed}; add '
+        raise UserError(f'{source} has {len(empty)} class(es) without a training image: {listed}; add '
                                f'images, remove them, or give --allow-empty-classes to keep them as output classes')
     if empty:
         print(f'warning: {len(empty)} class(es) without a training image kept as output classes: {listed}',
@@ -93,8 +99,8 @@ class ImageFolderDataset(Dataset):
         if classes is not None:
             unknown = [c for c in found if c not in classes]
             if unknown:
-                raise ValueError(f'{root} has classes the model was not trained on: {unknown[:10]}'
-                                 f'{" ..." if len(unknown) > 10 else ""}')
+                raise UserError(f'{root} has classes the model was not trained on: {unknown[:10]}'
+                                f'{" ..." if len(unknown) > 10 else ""}')
         return cls(scan(root, classes if classes is not None else found), classes or found, transform)
 
     @property

@@ -8,6 +8,7 @@ import os
 
 from torchvision import transforms as T
 
+from config import UserError
 from . import manifest
 from .dataset import ImageFolderDataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -37,8 +38,8 @@ def upsample(train_set, cfg):
     if cfg.upsample_hard <= 0:
         return train_set
     if not cfg.hard_list:
-        raise ValueError('--upsample-hard needs --hard-list=checkpoints/<run>/hard_train.csv; write it with '
-                         '`python main.py hard --load-path=checkpoints/<run>/best_model.pth`')
+        raise UserError('--upsample-hard needs --hard-list=checkpoints/<run>/hard_train.csv; write it with '
+                        '`python main.py hard --load-path=checkpoints/<run>/best_model.pth`')
     listed = {os.path.abspath(r['path']) for r in manifest.read(cfg.hard_list, allow_empty=True)}
     hard = [s for s in train_set.samples if os.path.abspath(s[0]) in listed]
     print(f'hard examples: {len(hard)} of {len(listed)} listed images are training images; '

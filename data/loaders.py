@@ -4,7 +4,7 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
-import config
+from config import UserError
 from . import cache, manifest, transforms
 from .dataset import (ImageFolderDataset, auto_image_size, check_classes, collate, find_classes, scan, short,
                       stratified_split)
@@ -14,7 +14,7 @@ from .demo import ensure_demo
 def resolve_roots(cfg):
     """Point the data roots at the bundled demo when the user gave none and ./data/train does not exist."""
     given = getattr(cfg, 'given', set())
-    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root) or getattr(cfg, 'manifest', ''):
+    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root) or cfg.manifest:
         return cfg
     root = ensure_demo()
     print(f'no data at {cfg.train_data_root}: using the bundled handwritten-digits demo in {root}')
@@ -33,11 +33,11 @@ def num_workers(cfg):
     most 8."""
     if cfg.num_workers >= 0:
         return cfg.num_workers
-    if getattr(cfg, 'cache', 'none') == 'ram':
+    if cfg.cache == 'ram':
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     cpus //= int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
-    on_gpu = getattr(cfg, 'use_gpu', False) and torch.cuda.is_available()
+    on_gpu = cfg.use_gpu and torch.cuda.is_available()
     if not on_gpu and cpus <= 2:
         return 0
     return max(0, min(8, cpus - 1))
@@ -56,7 +56,7 @@ def train_val_samples(cfg, classes=None):
         samples, val = scan(cfg.train_data_root, found), []
         source, val_root = cfg.train_data_root, os.path.isdir(cfg.val_data_root)
     if classes is not None and list(classes) != found:
-        raise config.UserError(f'the training data {source} has other classes than the checkpoint: {short(found)} '
+        raise UserError(f'the training data {source} has other classes than the checkpoint: {short(found)} '
                                f'instead of {short(classes)}; give the data it was trained on (--train-data-root '
                                f'or --manifest)')
     if cfg.kfold:
@@ -72,7 +72,7 @@ def train_val_samples(cfg, classes=None):
     else:
         train_idx, val_idx = stratified_split([label for _, label in samples], cfg.val_ratio, cfg.seed)
         if not val_idx:
-            raise config.UserError(f'{source} is too small to hold out a validation split; add images or give '
+            raise UserError(f'{source} is too small to hold out a validation split; add images or give '
                                    f'--val-data-root')
     return found, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
@@ -88,7 +88,7 @@ def build_train_val(cfg, classes=None):
     classes, train, val = train_val_samples(cfg, classes)
     train = manifest.add_extra(cfg, classes, train)
     cfg.image_size = image_size(cfg, train)
-    if getattr(cfg, 'cache', 'none') != 'none':  # decoded once, augmented per batch on the device
+    if cfg.cache != 'none':  # decoded once, augmented per batch on the device
         return cache.build_train_val(cfg, classes, train, val, num_workers(cfg))
     return (hard.upsample(ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size)), cfg),
             ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size)))
@@ -124,4 +124,4 @@ def eval_loader(dataset, cfg):
 
 
 def prefetch(cfg, workers):
-    return getattr(cfg, 'prefetch_factor', 2) if workers > 0 else None
+    return cfg.prefetch_factor if workers > 0 else None

@@ -10,6 +10,7 @@ labels are class names.
 import csv
 import os
 
+from config import UserError
 from .dataset import find_classes, scan, stratified_split
 
 SPLITS = ('train', 'val', 'test')
@@ -18,26 +19,26 @@ SPLITS = ('train', 'val', 'test')
 def read(path, allow_empty=False):
     """Rows of a manifest as dicts; 'path' is resolved against the manifest's folder."""
     if not os.path.isfile(path):
-        raise ValueError(f'manifest {path} does not exist; write one with `python main.py split` '
-                         f'(CSV with a path,label[,split] header)')
+        raise UserError(f'manifest {path} does not exist; write one with `python main.py split` '
+                        f'(CSV with a path,label[,split] header)')
     folder = os.path.dirname(os.path.abspath(path))
     with open(path, newline='') as f:
         reader = csv.DictReader(f)
         missing = {'path', 'label'} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f'manifest {path} has no {"/".join(sorted(missing))} column; its header must start '
-                             f'with path,label[,split]')
+            raise UserError(f'manifest {path} has no {"/".join(sorted(missing))} column; its header must start '
+                            f'with path,label[,split]')
         rows = []
         for n, row in enumerate(reader, start=2):
             if not row['path'] or not row['label']:
-                raise ValueError(f'{path} line {n}: empty path or label')
+                raise UserError(f'{path} line {n}: empty path or label')
             split = (row.get('split') or '').strip()
             if split and split not in SPLITS:
-                raise ValueError(f'{path} line {n}: split {split!r} is not one of {", ".join(SPLITS)}')
+                raise UserError(f'{path} line {n}: split {split!r} is not one of {", ".join(SPLITS)}')
             row['path'] = os.path.normpath(os.path.join(folder, row['path']))
             rows.append(row)
     if not rows and not allow_empty:
-        raise ValueError(f'manifest {path} lists no images')
+        raise UserError(f'manifest {path} lists no images')
     return rows
 
 
@@ -61,7 +62,7 @@ def samples(rows, classes, source):
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({r['label'] for r in rows} - set(index))
     if unknown:
-        raise ValueError(f'{source} has labels that are not training classes: {unknown[:10]}')
+        raise UserError(f'{source} has labels that are not training classes: {unknown[:10]}')
     return [(r['path'], index[r['label']]) for r in rows]
 
 
@@ -86,7 +87,7 @@ def train_val_rows(cfg):
     classes = sorted({r['label'] for r in rows})
     train = samples([r for r in rows if r.get('split', '') in ('', None, 'train')], classes, cfg.manifest)
     if not train:
-        raise ValueError(f'{cfg.manifest} has no training rows (split empty or "train")')
+        raise UserError(f'{cfg.manifest} has no training rows (split empty or "train")')
     return classes, train, samples([r for r in rows if r.get('split') == 'val'], classes, cfg.manifest)
 
 

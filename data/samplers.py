@@ -30,7 +30,4 @@ SAMPLERS = {'shuffle': shuffle, 'weighted': weighted, 'imbalanced': imbalanced}
 
 
 def build_sampler(targets, cfg, generator):
-    name = cfg.sampler.lower()
-    if name not in SAMPLERS:
-        raise ValueError(f'unknown --sampler={cfg.sampler!r}; choose one of: {", ".join(SAMPLERS)}')
-    return SAMPLERS[name](targets, cfg, generator)
+    return SAMPLERS[cfg.sampler](targets, cfg, generator)

@@ -5,6 +5,8 @@ imported only when one of its models is built.
 """
 import importlib
 
+import config
+
 # display name -> 'module:builder'
 MODELS = {
     'AlexNet': 'models.alexnet:alexnet',
@@ -31,13 +33,9 @@ def list_models():
 
 
 def canonical_name(name):
-    """The registered spelling of `name` (any case); ValueError naming the valid ones otherwise."""
-    if name.lower().startswith(TIMM_PREFIX):
-        return TIMM_PREFIX + name[len(TIMM_PREFIX):]
-    by_lower = {n.lower(): n for n in MODELS}
-    if name.lower() not in by_lower:
-        raise ValueError(f'unknown model {name!r}; choose one of: {", ".join(MODELS)}')
-    return by_lower[name.lower()]
+    """The registered spelling of `name` (any case), or timm/<name> for a model timm has; the one line naming
+    the valid ones otherwise (config.check_choice)."""
+    return config.check_choice('model', name, list(MODELS) + [config.TIMM])
 
 
 ATTENTION_MODELS = ('ResNet34', 'ResNet101')
@@ -55,8 +53,8 @@ def resolve_attention(name, attention, pretrained_path=''):
             return stored if stored in ('se', 'cbam') and name in ATTENTION_MODELS else 'none'
         return 'cbam' if name in ATTENTION_MODELS else 'none'
     if attention != 'none' and name not in ATTENTION_MODELS:
-        raise ValueError(f'--attention={attention} works with {" and ".join(ATTENTION_MODELS)}, not {name}; '
-                         f'use --attention=none')
+        raise config.UserError(f'--attention={attention} works with {" and ".join(ATTENTION_MODELS)}, not {name}; '
+                               f'use --attention=none')
     return attention
 
 

@@ -8,6 +8,8 @@ import functools
 import torch
 from torch import nn
 
+import config
+
 ATTENTION_KINDS = ('none', 'se', 'cbam')
 
 
@@ -107,9 +109,7 @@ def add_attention(model, kind):
     """
     from torchvision.models.resnet import BasicBlock, Bottleneck
 
-    kind = str(kind).lower()
-    if kind not in ATTENTION_KINDS:
-        raise ValueError(f"unknown attention {kind!r}; choose one of {', '.join(ATTENTION_KINDS)}")
+    kind = config.check_choice('attention', kind, ATTENTION_KINDS)
     if kind == 'none':
         return model
     blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))]

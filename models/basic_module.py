@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from config import UserError
 from utils import checkpoint
 
 
@@ -58,11 +59,11 @@ class BasicModule(nn.Module):
             del state[k]
         wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
         if wrong:
-            raise ValueError(f'{path}: weights do not fit {self.model_name} (shape differs for {wrong[:3]}); '
-                             f'is it a file for another architecture?')
+            raise UserError(f'{path}: weights do not fit {self.model_name} (shape differs for {wrong[:3]}); '
+                            f'is it a file for another architecture?')
         matched = [k for k in state if k in own]
         if not matched:
-            raise ValueError(f'{path}: no weight matches {self.model_name}; is it a file for another architecture?')
+            raise UserError(f'{path}: no weight matches {self.model_name}; is it a file for another architecture?')
         result = self.net.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if k not in dropped]
         print(f'pretrained weights from {path}: {len(matched)} tensors loaded'

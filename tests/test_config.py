@@ -1,7 +1,11 @@
+import ast
+import glob
+import os
+
 import pytest
 
 import config
-from conftest import run_cli, write_class_folders
+from conftest import ROOT, run_cli, write_class_folders
 from main import quote_values
 
 
@@ -67,9 +71,72 @@ def test_trick_choices_and_mix_probabilities_are_checked_when_parsed(given, mess
         config.parse(**given)
 
 
+@pytest.mark.parametrize('given, message', [
+    (dict(momentum=-0.9), r'--momentum must be 0 or more, got -0.9'),
+    (dict(weight_decay=-1), r'--weight-decay must be 0 or more'),
+    (dict(mixup_alpha=0), r'--mixup-alpha must be positive'),
+    (dict(ranger_k=0), r'--ranger-k must be at least 1'),
+    (dict(ranger_alpha=1.5), r'--ranger-alpha in \(0, 1\]'),
+    (dict(lr_decay=2), r'--lr-decay must be in \(0, 1\)'),
+    (dict(lr_milestones='5,ten'), r"--lr-milestones='ten' is not a valid int"),
+    (dict(joint_weights='0.2,0.3,0.5'), r'--joint-weights takes two numbers'),
+])
+def test_values_torch_would_refuse_later_are_refused_when_parsed(given, message):
+    # torch's own ValueError would come after the run directory, and with a traceback
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(**given)
+
+
 def test_attention_on_a_model_without_residual_blocks_stops_before_a_run_directory_exists(tmp_path):
     write_class_folders(tmp_path / 'data' / 'train', ['a', 'b'], 4)
     res = run_cli('train', '--model=SqueezeNet', '--attention=cbam', '--vis=false', cwd=tmp_path)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
         'error: --attention=cbam works with ResNet34 and ResNet101, not SqueezeNet; use --attention=none'
     assert not (tmp_path / 'checkpoints').exists() or not any((tmp_path / 'checkpoints').iterdir())
+
+
+def test_settings_are_read_from_the_config_without_a_second_default():
+    # getattr(cfg, 'loss', 'ce') would carry its own default beside config.py's, and they drift apart
+    names = {name for name, *_ in config.settings()}
+    found = []
+    for path in glob.glob(os.path.join(ROOT, '**', '*.py'), recursive=True):
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'getattr'
+                    and len(node.args) == 3 and isinstance(node.args[1], ast.Constant)
+                    and node.args[1].value in names):
+                found.append(f'{os.path.relpath(path, ROOT)}:{node.lineno} {ast.unparse(node)}')
+    assert not found, found
+
+
+BAD_CHOICES = [(name, 'bogus') for name in config.choices()] + [('model', 'timm/no_such_net'),
+                                                                  ('optimizer', 'timm/no_such_opt')]
+
+
+@pytest.mark.parametrize('name, value', BAD_CHOICES)
+def test_a_bad_choice_stops_with_one_line_before_anything_is_written(name, value, tmp_path, monkeypatch, capsys):
+    # no data here: a late check would first write the digits demo (data/demo) and a run directory
+    monkeypatch.chdir(tmp_path)
+    import main
+    assert main.main(['train', f'--{config.flag(name)}={value}', '--vis=false']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: unknown --{config.flag(name)}='{value}'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_choices_take_any_case_and_become_the_listed_spelling():
+    cfg = config.parse(model='squeezenet', loss='CE', tta='HFLIP', optimizer='TIMM/Lamb')
+    assert (cfg.model, cfg.loss, cfg.tta, cfg.optimizer) == ('SqueezeNet', 'ce', 'hflip', 'timm/lamb')
+    with pytest.raises(config.ConfigError, match=r"unknown --loss='lable_smooth'; choose one of: ce, label_smooth, "
+                                                 r"joint; did you mean label_smooth\?"):
+        config.parse(loss='lable_smooth')
+    with pytest.raises(config.ConfigError, match=r"timm has no model 'resnet5'; did you mean timm/resnet50\?"):
+        config.parse(model='timm/resnet5')
+
+
+def test_help_lists_the_choices_of_every_enumerated_setting(capsys):
+    import main
+    assert main.main(['help']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name, allowed in config.choices().items():
+        line = next(line for line in lines if line.startswith(f'    --{config.flag(name)}='))
+        assert f'(one of: {" | ".join(allowed)})' in line, line

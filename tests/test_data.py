@@ -61,6 +61,17 @@ def test_a_corrupt_file_is_skipped_with_one_warning_naming_it(tmp_path, capsys):
     assert log.summary() == '1 unreadable image(s) skipped'
 
 
+def test_a_file_given_as_the_data_folder_is_called_a_file_before_anything_is_written(tmp_path, monkeypatch,
+                                                                                   capsys):
+    import main
+    (tmp_path / 'train.zip').write_bytes(b'PK')
+    monkeypatch.chdir(tmp_path)
+    assert main.main(['train', '--train-data-root=train.zip', '--vis=false']) == 2
+    assert capsys.readouterr().err == ('error: data folder train.zip is a file, not a folder; lay images out as '
+                                       'train.zip/<class name>/<image>\n')
+    assert [p.name for p in tmp_path.iterdir()] == ['train.zip']
+
+
 def test_a_missing_or_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match='does not exist'):
         find_classes(str(tmp_path / 'nope'))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import config
-from conftest import FAST, run_cli, write_class_folders
+from conftest import FAST, ROOT, run_cli, write_class_folders
 from data import analyze as report
 from data import clean, loaders, manifest
 from data.demo import ensure_demo
@@ -337,3 +337,11 @@ def test_undo_refuses_a_manifest_row_that_leaves_the_data_root_or_the_quarantine
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'manifest.csv line 3' in err[0] and value.replace('/ABS', str(outside)) in err[0]
     assert tree(str(tmp_path)) == state  # nothing moved, nothing created anywhere
+
+
+def test_requirements_ask_for_a_numpy_with_bitwise_count():
+    # analyze's near-duplicate search calls np.bitwise_count, new in numpy 2.0
+    from packaging.requirements import Requirement
+    lines = [line.split('#')[0].strip() for line in open(os.path.join(ROOT, 'requirements.txt'))]
+    numpy = next(Requirement(line) for line in lines if line and Requirement(line).name == 'numpy')
+    assert not numpy.specifier.contains('1.26.4') and numpy.specifier.contains('2.0.0')

@@ -175,6 +175,14 @@ def test_list_settings_reach_the_ensemble_as_lists(capsys):
     assert 'two or more checkpoints' in capsys.readouterr().err
 
 
+def test_testforacc_says_that_the_checkpoint_s_model_is_used_over_another_model_setting(runs, capsys):
+    assert main.main(['testforacc', f'--load-path={runs["a"]}', '--model=alexnet', '--num-workers=0',
+                      '--vis=false']) == 0
+    out = capsys.readouterr().out
+    assert out.count(f'note: {runs["a"]} holds a SqueezeNet model; that one is used, not --model=AlexNet\n') == 1
+    assert 'test: 12 images' in out
+
+
 @pytest.mark.parametrize('args, message', [
     (['predict'], 'give the folder of images to classify with --data-root'),
     (['testforacc', '--tta=flip'], "unknown --tta='flip'"),

@@ -1,11 +1,11 @@
 """Label-smoothing CE, joint loss, class weights and the loss registry against hand-computed values."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+import config
 from utils.losses import LOSSES, JointLoss, LabelSmoothSoftmaxCE, build_loss, class_weights
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0],
@@ -92,12 +92,12 @@ def test_class_weights_reject_unknown_kind_and_empty_class():
 
 def test_build_loss_reads_config_and_is_case_insensitive():
     weight = torch.tensor([1.0, 2.0, 3.0])
-    assert isinstance(build_loss(SimpleNamespace()), nn.CrossEntropyLoss)
-    ce = build_loss(SimpleNamespace(loss='CE'), weight=weight)
-    assert torch.equal(ce.weight, weight)
-    ls = build_loss(SimpleNamespace(loss='Label_Smooth', lb_pos=0.8, lb_neg=0.1), weight=weight)
+    assert isinstance(build_loss(config.DefaultConfig()), LabelSmoothSoftmaxCE)  # config.py's default
+    ce = build_loss(config.parse(loss='CE'), weight=weight)
+    assert isinstance(ce, nn.CrossEntropyLoss) and torch.equal(ce.weight, weight)
+    ls = build_loss(config.parse(loss='Label_Smooth', lb_pos=0.8, lb_neg=0.1), weight=weight)
     assert (ls.lb_pos, ls.lb_neg) == (0.8, 0.1) and torch.equal(ls.weight, weight)
-    joint = build_loss(SimpleNamespace(loss='joint', joint_weights=(0.2, 0.8)))
+    joint = build_loss(config.parse(loss='joint', joint_weights='0.2,0.8'))
     assert (joint.first_weight, joint.second_weight) == (0.2, 0.8)
     assert isinstance(joint.first, nn.CrossEntropyLoss) and isinstance(joint.second, LabelSmoothSoftmaxCE)
     assert set(LOSSES) == {'ce', 'label_smooth', 'joint'}
@@ -105,4 +105,4 @@ def test_build_loss_reads_config_and_is_case_insensitive():
 
 def test_build_loss_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match='ce, label_smooth, joint'):
-        build_loss(SimpleNamespace(loss='focal'))
+        build_loss(config.parse(loss='focal'))

@@ -1,6 +1,9 @@
+import zipfile
+
 import pytest
 import torch
 
+import config
 import models
 from utils import checkpoint
 
@@ -63,7 +66,29 @@ def test_checkpoints_are_written_atomically_and_read_without_unpickling_code(tmp
         def __reduce__(self):
             return (print, ('pwned',))
     torch.save({'x': Evil()}, tmp_path / 'evil.pth')
-    with pytest.raises(ValueError, match='not a readable checkpoint'):
+    with pytest.raises(config.UserError, match='not a readable checkpoint'):
         checkpoint.load(tmp_path / 'evil.pth')
-    with pytest.raises(ValueError, match='does not exist'):
+    with pytest.raises(config.UserError, match='does not exist'):
         checkpoint.load(tmp_path / 'missing.pth')
+
+
+def test_only_a_damaged_or_foreign_file_reads_as_not_a_readable_checkpoint(tmp_path):
+    good = tmp_path / 'good.pth'
+    checkpoint.save({'model': {'w': torch.arange(100.0)}, 'epoch': 3}, good)
+    data = good.read_bytes()
+    with zipfile.ZipFile(tmp_path / 'foreign.zip', 'w') as z:
+        z.writestr('notes.txt', 'not a checkpoint')
+    files = {'empty.pth': b'', 'cut.pth': data[:len(data) // 2], 'junk.pth': b'hello, not a checkpoint',
+             'text.pth': b'{"model": 1}', 'foreign.pth': (tmp_path / 'foreign.zip').read_bytes()}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(config.UserError, match=f'{name} is not a readable checkpoint'):
+            checkpoint.load(tmp_path / name)
+    # an intact file and an error of the caller's (an unknown device): the error is not the file's
+    with pytest.raises(RuntimeError, match='nodevice') as caught:
+        checkpoint.load(good, map_location='nodevice')
+    assert not isinstance(caught.value, config.UserError)
+
+
+def test_the_model_names_config_checks_are_the_registry_s():
+    assert list(config.MODEL_NAMES) == models.list_models()

@@ -70,7 +70,7 @@ def test_training_from_the_ram_cache_writes_checkpoints_and_metrics(tiny_data, t
 
 def test_unknown_amp_value_says_which_ones_exist():
     with pytest.raises(ValueError, match='--amp=.*auto, off, bf16, fp16'):
-        fast.check(config.parse(amp='fp8'))
+        config.parse(amp='fp8')
 
 
 def test_batch_jitter_matches_torchvision_per_image():

@@ -123,6 +123,24 @@ def test_bad_input_is_one_clear_line_without_traceback(args, message, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_an_error_inside_torch_keeps_its_traceback_and_a_user_mistake_is_one_line(tmp_path, monkeypatch, capsys):
+    import main
+    from utils import checkpoint
+    path = tmp_path / 'c.pth'
+    checkpoint.save({'model': {}, 'model_name': 'SqueezeNet', 'num_classes': 3}, path)
+
+    def internal_error(*args, **kwargs):
+        raise ValueError('an internal check of torch failed')
+    monkeypatch.setattr(torch, 'load', internal_error)
+    with pytest.raises(ValueError, match='an internal check of torch failed') as caught:
+        main.main(['val', f'--load-path={path}'])
+    assert not isinstance(caught.value, config.UserError)
+    assert capsys.readouterr().err == ''
+    assert main.main(['val', f'--load-path={tmp_path / "missing.pth"}']) == 2
+    assert capsys.readouterr().err == f'error: checkpoint {tmp_path / "missing.pth"} does not exist; give the path ' \
+                                      f'of a .pth file written by train\n'
+
+
 def test_a_checkpoint_for_other_classes_is_refused_by_name(tiny_data, tmp_path):
     cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path), run_name='r', **FAST)
     best = os.path.join(engine.fit(cfg), 'best_model.pth')

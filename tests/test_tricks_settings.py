@@ -47,7 +47,7 @@ def test_class_weight_setting_reaches_the_loss():
     assert torch.allclose(joint.first.weight, class_weights([800, 160, 40], 'inverse'))
 
 
-@pytest.mark.parametrize('preset', transforms.AUGMENTS)
+@pytest.mark.parametrize('preset', config.choices()['augment'])
 def test_every_augment_preset_gives_a_normalised_tensor_of_the_image_size(preset):
     cfg = config.parse(augment=preset, jitter=0.2, erasing=0.5, hflip=True)
     img = Image.new('RGB', (40, 30), (200, 10, 90))
@@ -281,3 +281,13 @@ def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, t
                                     batch_size=8, num_workers=0, vis=False, image_size=32))
     stored = json.load(open(os.path.join(tuned, 'config.json')))
     assert (stored['attention'], stored['normalize']) == ('cbam', 'dataset')
+
+
+def test_the_choices_config_checks_are_what_the_registries_build():
+    from data.samplers import SAMPLERS
+    from utils.losses import LOSSES
+    from utils.optim import OPTIMIZERS, SCHEDULERS
+    choices = config.choices()
+    assert set(choices['sampler']) == set(SAMPLERS) and set(choices['loss']) == set(LOSSES)
+    assert set(choices['optimizer']) == set(OPTIMIZERS) | {config.TIMM}
+    assert set(choices['scheduler']) == set(SCHEDULERS)

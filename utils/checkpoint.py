@@ -1,9 +1,13 @@
 """Checkpoints are plain dicts, written atomically and read with weights_only=True."""
 import functools
 import os
+import pickle
 import tempfile
+import zipfile
 
 import torch
+
+from config import UserError
 
 VERSION = 1
 
@@ -41,29 +45,45 @@ def _stored_settings(path, mtime):
 
 
 def load(path, map_location='cpu'):
-    """Read a checkpoint without unpickling code; a clear ValueError when it is missing or not one."""
+    """Read a checkpoint without unpickling code. UserError when the file is missing or is not a readable
+    checkpoint (empty, truncated, neither a torch archive nor a pickle, or holding objects weights_only refuses);
+    any other error, from an intact archive, is not the file's fault and keeps its traceback."""
     if not os.path.isfile(path):
-        raise ValueError(f'checkpoint {path} does not exist; give the path of a .pth file written by train')
+        raise UserError(f'checkpoint {path} does not exist; give the path of a .pth file written by train')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean the same to the user
-        raise ValueError(f'{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})') \
-            from None
+    except (pickle.UnpicklingError, EOFError, OSError) as e:  # refused by weights_only, cut short, unreadable
+        error = e
+    except Exception as e:  # torch reports a damaged or foreign file in many types (RuntimeError, KeyError ...)
+        if intact_archive(path):
+            raise
+        error = e
+    detail = ': '.join([type(error).__name__] + str(error).splitlines()[:1])
+    raise UserError(f'{path} is not a readable checkpoint ({detail})')
+
+
+def intact_archive(path):
+    """True for a zip archive as torch.save writes it (a data.pkl inside) whose members all match their CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith('data.pkl') for n in archive.namelist()) and archive.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def check_compatible(ckpt, model_name, num_classes=None, path='checkpoint', classes=None):
     """Say exactly what does not match when a checkpoint is loaded into another model or class list."""
     if not isinstance(ckpt, dict) or 'model' not in ckpt:
-        raise ValueError(f'{path} is not a checkpoint of this toolkit (no "model" entry)')
+        raise UserError(f'{path} is not a checkpoint of this toolkit (no "model" entry)')
     if ckpt.get('model_name') and ckpt['model_name'].lower() != model_name.lower():
-        raise ValueError(f'{path} holds a {ckpt["model_name"]} model, not {model_name}; '
-                         f'use --model={ckpt["model_name"]} or another checkpoint')
+        raise UserError(f'{path} holds a {ckpt["model_name"]} model, not {model_name}; '
+                        f'use --model={ckpt["model_name"]} or another checkpoint')
     if num_classes is not None and ckpt.get('num_classes') not in (None, num_classes):
-        raise ValueError(f'{path} was trained for {ckpt["num_classes"]} classes, this data has {num_classes}')
+        raise UserError(f'{path} was trained for {ckpt["num_classes"]} classes, this data has {num_classes}')
     if classes is not None and ckpt.get('classes') and list(ckpt['classes']) != list(classes):
         theirs, ours = list(ckpt['classes']), list(classes)
         only_ckpt = [c for c in theirs if c not in ours][:5]
         only_data = [c for c in ours if c not in theirs][:5]
         detail = (f'only in checkpoint: {only_ckpt}; only in data: {only_data}' if only_ckpt or only_data
                   else 'same names in another order')
-        raise ValueError(f'{path} was trained on other classes ({detail})')
+        raise UserError(f'{path} was trained on other classes ({detail})')

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from config import UserError
 from utils.visdom_static import ensure_static
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -66,9 +67,9 @@ def start_server(port=8097, host="127.0.0.1", env_path=".visdom", wait=True, tim
     With `wait`, returns once the page answers 200, else raises RuntimeError.
     """
     if not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+        raise UserError(f"port must be an integer in 1..65535, got {port!r}")
     if _port_in_use(port):
-        raise ValueError(f"port {port} is already in use: stop the other server or pick another --port")
+        raise UserError(f"port {port} is already in use: stop the other server or pick another --port")
     ensure_static()
     env_path = Path(env_path).expanduser().resolve()
     env_path.mkdir(parents=True, exist_ok=True)

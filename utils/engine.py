@@ -209,10 +209,14 @@ def fit(cfg):
 def load_for_eval(cfg):
     """(model on its device, effective config, checkpoint) for --load-path."""
     if not cfg.load_path:
-        raise ValueError('give the checkpoint to evaluate with --load-path=PATH (e.g. checkpoints/<run>/best_model.pth)')
+        raise config.UserError('give the checkpoint to evaluate with --load-path=PATH '
+                               '(e.g. checkpoints/<run>/best_model.pth)')
     ckpt = checkpoint.load(cfg.load_path)
     checkpoint.check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
     eval_cfg = merge_given(ckpt.get('config', {}), cfg)
+    if 'model' in cfg.given and cfg.model.lower() != ckpt['model_name'].lower():
+        print(f'note: {cfg.load_path} holds a {ckpt["model_name"]} model; that one is used, not --model={cfg.model}')
+        eval_cfg.model = ckpt['model_name']
     model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention)
     eval_cfg.norm_stats = ckpt.get('normalization')
     model.load_state_dict(ckpt['model'])

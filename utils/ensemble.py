@@ -5,14 +5,13 @@ import os
 
 import numpy as np
 
+from config import UserError
 from data import loaders
 from data.dataset import ImageFolderDataset
 from utils import engine
 from utils.fusion import fit_stacking, hard_vote, soft_vote, stack_predict
 from utils.inference import check_settings, probabilities, wrap, write_predictions
 from utils.report import classification_summary
-
-FUSIONS = ('soft', 'hard', 'stacking')
 
 
 def parse_weights(values, n):
@@ -22,9 +21,9 @@ def parse_weights(values, n):
     try:
         weights = [float(v) for v in values]
     except ValueError:
-        raise ValueError(f'--ensemble-weights must be numbers, e.g. [2,1,1]; got {values}') from None
+        raise UserError(f'--ensemble-weights must be numbers, e.g. [2,1,1]; got {values}') from None
     if len(weights) != n:
-        raise ValueError(f'--ensemble-weights has {len(weights)} values for {n} members; give one per checkpoint')
+        raise UserError(f'--ensemble-weights has {len(weights)} values for {n} members; give one per checkpoint')
     return weights
 
 
@@ -61,20 +60,18 @@ def ensemble(cfg):
     split only (cross-validated there), never on the test images. Returns the table as a list of dicts."""
     paths = list(cfg.load_paths)
     if len(paths) < 2:
-        raise ValueError('give two or more checkpoints with --load-paths=[a.pth,b.pth,...]')
-    if cfg.fusion not in FUSIONS:
-        raise ValueError(f'unknown --fusion={cfg.fusion!r}; choose one of: {", ".join(FUSIONS)}')
+        raise UserError('give two or more checkpoints with --load-paths=[a.pth,b.pth,...]')
     weights = parse_weights(cfg.ensemble_weights, len(paths))
     check_settings(cfg)
     members = [member_probabilities(cfg, p) for p in paths]
     first = members[0]
     for m in members[1:]:
         if m['classes'] != first['classes']:
-            raise ValueError(f'{m["path"]} was trained on other classes than {first["path"]}; '
-                             f'an ensemble needs the same class list')
+            raise UserError(f'{m["path"]} was trained on other classes than {first["path"]}; '
+                            f'an ensemble needs the same class list')
         if m['test']['paths'] != first['test']['paths']:
-            raise ValueError(f'{m["path"]} and {first["path"]} evaluate different image folders; '
-                             f'give the same --data-root to all')
+            raise UserError(f'{m["path"]} and {first["path"]} evaluate different image folders; '
+                            f'give the same --data-root to all')
     classes = first['classes']
 
     rows = []
@@ -87,7 +84,7 @@ def ensemble(cfg):
     test_probs, y_test = split_data['test']
     val_probs, y_val = split_data.get('val', ([np.zeros((0, len(classes)))] * len(members), np.zeros(0, int)))
     if not len(y_test):
-        raise ValueError('no image of the evaluation folder could be read by every member')
+        raise UserError('no image of the evaluation folder could be read by every member')
 
     for m, p_test, p_val in zip(members, test_probs, val_probs):
         acc, f1 = _scores(y_test, p_test.argmax(1), classes)
@@ -127,7 +124,7 @@ def ensemble(cfg):
 
     if cfg.output:
         if cfg.fusion not in fused:
-            raise ValueError(f'--fusion={cfg.fusion} is not available here ({note}); use soft or hard')
+            raise UserError(f'--fusion={cfg.fusion} is not available here ({note}); use soft or hard')
         probs, preds = fused[cfg.fusion]
         ok = ~np.any([np.isnan(m['test']['probs']).any(axis=1) for m in members], axis=0)
         full = np.full((len(ok), len(classes)), np.nan)

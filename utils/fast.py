@@ -11,20 +11,8 @@ import torch
 
 from data import cache
 
-AMP = ('auto', 'off', 'bf16', 'fp16')
-SWITCH = ('auto', 'on', 'off')
-
-
-def check(cfg):
-    if cfg.amp not in AMP:
-        raise ValueError(f'unknown --amp={cfg.amp!r}; choose one of: {", ".join(AMP)}')
-    if cfg.channels_last not in SWITCH:
-        raise ValueError(f'unknown --channels-last={cfg.channels_last!r}; choose one of: {", ".join(SWITCH)}')
-
-
 def amp_dtype(cfg, device):
     """torch.bfloat16 / torch.float16 for autocast on CUDA, or None (full precision)."""
-    check(cfg)
     if device.type != 'cuda' or cfg.amp == 'off':
         return None
     if cfg.amp == 'auto':
@@ -59,7 +47,6 @@ class Precision:
 
 
 def use_channels_last(cfg, device):
-    check(cfg)
     return device.type == 'cuda' and cfg.channels_last != 'off'
 
 
@@ -67,7 +54,6 @@ def setup(model, cfg, device, wrap=None):
     """Apply the device settings to `model` (already on `device`); returns (model to train, Precision).
     `wrap` (e.g. DistributedDataParallel) goes on after the memory-format change and before torch.compile;
     the returned model shares `model`'s parameters."""
-    check(cfg)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     elif cfg.amp not in ('auto', 'off') or cfg.channels_last == 'on':

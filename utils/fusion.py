@@ -3,6 +3,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from config import UserError
+
 
 def _stack(prob_list):
     probs = np.stack([np.asarray(p, dtype=np.float64) for p in prob_list])
@@ -16,7 +18,7 @@ def soft_vote(prob_list, weights=None):
     probs = _stack(prob_list)
     w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(probs),) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"ensemble_weights must be {len(probs)} non-negative numbers with a positive sum, got {weights!r}")
+        raise UserError(f"ensemble_weights must be {len(probs)} non-negative numbers with a positive sum, got {weights!r}")
     return np.tensordot(w / w.sum(), probs, axes=1)
 
 

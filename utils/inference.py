@@ -8,29 +8,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from config import UserError
 from data import loaders, transforms
-from data.dataset import BadFileLog, ImageFolderDataset, is_image_file
+from data.dataset import BadFileLog, ImageFolderDataset, is_image_file, require_folder
 from utils import engine
 from utils.report import classification_summary, format_summary, write_summary
 from utils.svm_head import fit_svm_head, load_svm_head, save_svm_head
-from utils.tta import MERGES, TTA_NAMES, TTAModel, build_tta
+from utils.tta import TTAModel, build_tta
 from utils.visualize import Visualizer, server_up
 
-HEADS = ('softmax', 'svm')
-
-
 def check_settings(cfg):
-    """Refuse an unknown --tta / --tta-merge / --head, or a combination that cannot work, before any work."""
-    if cfg.tta not in TTA_NAMES:
-        raise ValueError(f'unknown --tta={cfg.tta!r}; choose one of: {", ".join(TTA_NAMES)}')
-    if cfg.tta_merge not in MERGES:
-        raise ValueError(f'unknown --tta-merge={cfg.tta_merge!r}; choose one of: {", ".join(MERGES)}')
-    if cfg.head not in HEADS:
-        raise ValueError(f'unknown --head={cfg.head!r}; choose one of: {", ".join(HEADS)}')
+    """Refuse a combination of --tta and --head that cannot work, or a --topk below 1, before any work."""
     if cfg.head == 'svm' and cfg.tta != 'none':
-        raise ValueError('--tta works with the softmax head only; use --tta=none with --head=svm')
+        raise UserError('--tta works with the softmax head only; use --tta=none with --head=svm')
     if cfg.topk < 1:
-        raise ValueError(f'--topk must be at least 1, got {cfg.topk}')
+        raise UserError(f'--topk must be at least 1, got {cfg.topk}')
 
 
 def svm_head_path(load_path):
@@ -69,8 +61,8 @@ class EvalModel(nn.Module):
             return self.tta(x).clamp_min(1e-30).log()
         feats = self.model.forward_features(x).float().cpu().numpy()
         if feats.shape[1] != len(self.svm._arrays['mean']):
-            raise ValueError(f'the SVM head expects {len(self.svm._arrays["mean"])} features, the model gives '
-                             f'{feats.shape[1]}; fit it again with `python main.py svm --load-path=...`')
+            raise UserError(f'the SVM head expects {len(self.svm._arrays["mean"])} features, the model gives '
+                            f'{feats.shape[1]}; fit it again with `python main.py svm --load-path=...`')
         scores = torch.from_numpy(svm_scores(self.svm, feats, self.model.num_classes)).float().to(x.device)
         return scores.log_softmax(1)
 
@@ -84,8 +76,8 @@ def wrap(model, cfg):
     if cfg.head == 'svm':
         path = svm_head_path(cfg.load_path)
         if not os.path.isfile(path):
-            raise ValueError(f'no SVM head at {path}; fit one first with `python main.py svm '
-                             f'--load-path={cfg.load_path}`')
+            raise UserError(f'no SVM head at {path}; fit one first with `python main.py svm '
+                            f'--load-path={cfg.load_path}`')
         svm = load_svm_head(path)
     return EvalModel(model, cfg.image_size, cfg.tta, cfg.tta_merge, svm).eval()
 
@@ -101,7 +93,7 @@ def report(result, classes, cfg, split, badlog):
     the confusion heatmap also goes to the dashboard when a visdom server answers."""
     probs, targets = result['probs'], result['targets']
     if not len(targets):
-        raise ValueError(f'no readable image to evaluate ({badlog.summary() or "the folder is empty"})')
+        raise UserError(f'no readable image to evaluate ({badlog.summary() or "the folder is empty"})')
     summary = classification_summary(targets, probs.argmax(1), probs, classes)
     loss = None if cfg.head == 'svm' else result['loss']  # the log-loss of uncalibrated SVM scores means nothing
     summary.update(images=int(len(targets)), loss=loss, tta=cfg.tta, tta_merge=cfg.tta_merge, head=cfg.head)
@@ -127,14 +119,13 @@ def report(result, classes, cfg, split, badlog):
 
 def find_images(root):
     """Every image under `root` (flat or nested, any depth), sorted by relative path."""
-    if not os.path.isdir(root):
-        raise ValueError(f'folder {root} does not exist; give the images to classify with --data-root=FOLDER')
+    require_folder(root, 'give the images to classify with --data-root=FOLDER')
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith('.')]
         found += [os.path.relpath(os.path.join(dirpath, f), root) for f in filenames if is_image_file(f)]
     if not found:
-        raise ValueError(f'{root} holds no images (jpg, png, ppm, bmp, tif, webp ...)')
+        raise UserError(f'{root} holds no images (jpg, png, ppm, bmp, tif, webp ...)')
     return sorted(found, key=lambda p: p.replace(os.sep, '/'))
 
 
@@ -182,7 +173,7 @@ def write_predictions(path, names, probs, classes, topk, errors=None, preds=None
 def predict(cfg):
     """Classify every image under --data-root (flat or nested) and write the predictions CSV."""
     if not cfg.data_root:
-        raise ValueError('give the folder of images to classify with --data-root=FOLDER')
+        raise UserError('give the folder of images to classify with --data-root=FOLDER')
     check_settings(cfg)
     model, cfg, ckpt, device = engine.load_for_eval(cfg)
     names = find_images(cfg.data_root)
@@ -215,7 +206,7 @@ def features(model, dataset, cfg, device, desc):
         probs.append(model(images).float().softmax(1).cpu())
         labels.append(target)
     if not feats:
-        raise ValueError(f'no readable image in the {desc} split')
+        raise UserError(f'no readable image in the {desc} split')
     return torch.cat(feats).numpy(), torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
@@ -234,7 +225,7 @@ def fit_svm(cfg):
     data = {name: features(model, ds, cfg, device, name) for name, ds in splits.items()}
     (ftr, _, ytr), (fval, _, yval) = data['train'], data['val']
     if len(np.unique(ytr)) < 2:
-        raise ValueError('the SVM head needs training images of at least two classes')
+        raise UserError('the SVM head needs training images of at least two classes')
     print(f'fitting SVM heads on {len(ytr)} x {ftr.shape[1]} features ...')
     head, table = fit_svm_head(ftr, ytr, fval, yval)
     for kind, C, acc in table:

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLASS_WEIGHT_KINDS = ('none', 'inverse', 'sqrt_inverse', 'effective_number')
+import config
 
 
 class LabelSmoothSoftmaxCE(nn.Module):
@@ -63,23 +63,21 @@ def class_weights(counts, kind, beta=0.999):
     Kinds: inverse (1/n), sqrt_inverse (1/sqrt(n)), effective_number ((1-beta)/(1-beta**n),
     Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples").
     """
-    kind = str(kind).lower()
-    if kind not in CLASS_WEIGHT_KINDS:
-        raise ValueError(f"unknown class_weight {kind!r}; choose one of {', '.join(CLASS_WEIGHT_KINDS)}")
+    kind = config.check_choice('class_weight', kind, config.choices()['class_weight'])
     if kind == 'none':
         return None
     n = torch.as_tensor(counts, dtype=torch.float64).flatten()
     if n.numel() == 0 or (n <= 0).any():
         empty = torch.nonzero(n <= 0).flatten().tolist()
-        raise ValueError(f"class weights need a positive sample count for every class; "
-                         f"classes {empty} have none (got {n.numel()} counts)")
+        raise config.UserError(f"class weights need a positive sample count for every class; "
+                               f"classes {empty} have none (got {n.numel()} counts)")
     if kind == 'inverse':
         w = 1 / n
     elif kind == 'sqrt_inverse':
         w = 1 / n.sqrt()
     else:
         if not 0 < beta < 1:
-            raise ValueError(f"effective_number needs 0 < beta < 1, got {beta}")
+            raise config.UserError(f"effective_number needs 0 < beta < 1, got {beta}")
         w = (1 - beta) / (1 - beta ** n)
     return (w * n.numel() / w.sum()).float()
 
@@ -89,14 +87,13 @@ def _ce(cfg, weight=None):
 
 
 def _label_smooth(cfg, weight=None):
-    return LabelSmoothSoftmaxCE(lb_pos=getattr(cfg, 'lb_pos', 0.9), lb_neg=getattr(cfg, 'lb_neg', 0.005),
-                                weight=weight)
+    return LabelSmoothSoftmaxCE(lb_pos=cfg.lb_pos, lb_neg=cfg.lb_neg, weight=weight)
 
 
 def _joint(cfg, weight=None):
-    weights = getattr(cfg, 'joint_weights', (0.5, 0.5))
+    weights = cfg.joint_weights
     if len(weights) != 2:
-        raise ValueError(f"joint_weights must be two numbers (ce, label_smooth), got {weights!r}")
+        raise config.UserError(f"joint_weights must be two numbers (ce, label_smooth), got {weights!r}")
     first_weight, second_weight = (float(w) for w in weights)  # from the command line they come as text
     return JointLoss(_ce(cfg, weight), _label_smooth(cfg, weight), first_weight, second_weight)
 
@@ -107,7 +104,4 @@ LOSSES = {'ce': _ce, 'label_smooth': _label_smooth, 'joint': _joint}
 
 def build_loss(cfg, weight=None):
     """Build the loss named by ``cfg.loss`` (case-insensitive), with optional class ``weight``."""
-    name = str(getattr(cfg, 'loss', 'ce')).lower()
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    return LOSSES[name](cfg, weight=weight)
+    return LOSSES[cfg.loss](cfg, weight=weight)

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import torch
 
-import config
+from config import UserError
 from data import loaders, manifest, transforms
 from data.clean import inside, sha256
 from data.dataset import ImageFolderDataset, is_image_file
@@ -129,13 +129,13 @@ def distribution_gap(train_counts, accepted_counts):
 
 def check_settings(cfg):
     if not 0 <= cfg.pseudo_floor <= 1 or not 0 < cfg.pseudo_precision <= 1:
-        raise ValueError('--pseudo-floor must be in [0, 1] and --pseudo-precision in (0, 1]')
+        raise UserError('--pseudo-floor must be in [0, 1] and --pseudo-precision in (0, 1]')
     if cfg.pseudo_cap < 0 or cfg.rounds < 0 or cfg.pseudo_min_support < 1:
-        raise ValueError('--pseudo-cap and --rounds must be >= 0 and --pseudo-min-support >= 1')
+        raise UserError('--pseudo-cap and --rounds must be >= 0 and --pseudo-min-support >= 1')
     if not cfg.unlabeled_root:
-        raise ValueError('give the images to label with --unlabeled-root=FOLDER')
+        raise UserError('give the images to label with --unlabeled-root=FOLDER')
     if not os.path.isdir(cfg.unlabeled_root):
-        raise config.UserError(f'--unlabeled-root={cfg.unlabeled_root!r} is not a folder; give the folder of '
+        raise UserError(f'--unlabeled-root={cfg.unlabeled_root!r} is not a folder; give the folder of '
                                f'images to label')
 
 
@@ -147,12 +147,12 @@ def label_once(cfg, run_name):
     model, cfg, ckpt, device = engine.load_for_eval(cfg)
     paths = image_paths(cfg.unlabeled_root)
     if not paths:
-        raise config.UserError(f'{cfg.unlabeled_root} holds no images; give --unlabeled-root=FOLDER with image files')
+        raise UserError(f'{cfg.unlabeled_root} holds no images; give --unlabeled-root=FOLDER with image files')
     base = copy.copy(cfg)
     base.run_name = run_name
     if inside(os.path.join(base.checkpoint_dir, base.run_name), cfg.unlabeled_root):
-        raise ValueError(f'--checkpoint-dir={cfg.checkpoint_dir} is inside --unlabeled-root; pseudo never writes '
-                         f'into the source folder: choose a checkpoint dir outside it')
+        raise UserError(f'--checkpoint-dir={cfg.checkpoint_dir} is inside --unlabeled-root; pseudo never writes '
+                        f'into the source folder: choose a checkpoint dir outside it')
     # Thresholds and the training distribution come from the plain training data of the checkpoint.
     plain = loaders.resolve_roots(copy.copy(cfg))
     plain.extra_manifest, plain.upsample_hard = '', 0
@@ -160,7 +160,7 @@ def label_once(cfg, run_name):
     train_set, val_set = loaders.build_train_val(plain, classes)
     excluded = held_out(plain, paths, val_set.samples)
     if len(excluded) == len(paths):
-        raise config.UserError(f'all {len(paths)} images under --unlabeled-root are validation or test images '
+        raise UserError(f'all {len(paths)} images under --unlabeled-root are validation or test images '
                                f'(same path or content); nothing is left to label')
     found, paths = len(paths), [p for p in paths if p not in excluded]
     train_counts = np.bincount(train_set.targets, minlength=len(classes))
@@ -219,7 +219,7 @@ def run(cfg):
     from utils.checkpoint import load
     check_settings(cfg)
     if not cfg.load_path:
-        raise ValueError('give the model that labels the images with --load-path=checkpoints/<run>/best_model.pth')
+        raise UserError('give the model that labels the images with --load-path=checkpoints/<run>/best_model.pth')
     name = cfg.run_name if 'run_name' in getattr(cfg, 'given', ()) else f'pseudo-{time.strftime("%Y%m%d-%H%M%S")}'
     results = [label_once(cfg, f'{name}-round0' if cfg.rounds else name)]
     for r in range(1, cfg.rounds + 1):

@@ -3,6 +3,7 @@ import json
 import os
 import tempfile
 
+from config import UserError
 from utils.visualize import LOG_NAME, client_class
 
 
@@ -23,18 +24,18 @@ def replay_run(run, cfg):
     """Send every call recorded in <run>/visdom.log to cfg.vis_server:cfg.vis_port (into --env when given,
     else into the env the run used); returns the number of calls."""
     if not run:
-        raise ValueError('give the run directory to replay with --run=checkpoints/<run>')
+        raise UserError('give the run directory to replay with --run=checkpoints/<run>')
     path = run if os.path.isfile(run) else os.path.join(run, LOG_NAME)
     if not os.path.isfile(path):
-        raise ValueError(f'{path} does not exist: a run records its dashboard there unless trained with --vis=false')
+        raise UserError(f'{path} does not exist: a run records its dashboard there unless trained with --vis=false')
     env = cfg.env if 'env' in getattr(cfg, 'given', ()) else None
     calls = read_log(path, env)
     try:
         vis = client_class()(server=cfg.vis_server, port=cfg.vis_port, use_incoming_socket=False,
                             raise_exceptions=True)
     except ConnectionError:
-        raise ValueError(f'no visdom server at {cfg.vis_server}:{cfg.vis_port}: start one with '
-                         f'`python main.py dashboard` (or give --vis-port)') from None
+        raise UserError(f'no visdom server at {cfg.vis_server}:{cfg.vis_port}: start one with '
+                        f'`python main.py dashboard` (or give --vis-port)') from None
     # replay_log is visdom's own reader; a rewritten copy carries the --env override
     with tempfile.NamedTemporaryFile('w', suffix='.log', delete=False) as f:
         f.writelines(json.dumps(call) + '\n' for call in calls)

@@ -13,12 +13,12 @@ from utils.mix import MixBatch, mixed_criterion  # noqa: F401  (train_one_epoch'
 def build_criterion(cfg, targets, num_classes):
     """The loss named by cfg.loss, weighted per class by cfg.class_weight computed from the training labels."""
     counts = torch.bincount(torch.as_tensor(targets, dtype=torch.long), minlength=num_classes)
-    return build_loss(cfg, class_weights(counts, getattr(cfg, 'class_weight', 'none'), getattr(cfg, 'cb_beta', 0.999)))
+    return build_loss(cfg, class_weights(counts, cfg.class_weight, cfg.cb_beta))
 
 
 def steps_per_epoch(batches, cfg):
     """Optimizer steps in an epoch of `batches` batches (the last partial accumulation steps too)."""
-    return math.ceil(batches / getattr(cfg, 'accum_steps', 1))
+    return math.ceil(batches / cfg.accum_steps)
 
 
 class Trainer:
@@ -28,13 +28,12 @@ class Trainer:
     def __init__(self, model, optimizer, schedule, cfg, vis=None, run_dir=None, precision=None):
         self.model, self.optimizer, self.schedule, self.vis, self.run_dir = model, optimizer, schedule, vis, run_dir
         self.precision, self.cfg = precision, cfg
-        self.accum = getattr(cfg, 'accum_steps', 1)
-        self.clip = getattr(cfg, 'clip_grad', 0.0)
+        self.accum = cfg.accum_steps
+        self.clip = cfg.clip_grad
         # Draws from torch's global generator, which training seeds every epoch (so resume reproduces it).
-        self.mix = MixBatch(getattr(cfg, 'cutmix_prob', 0.0), getattr(cfg, 'cutmix_alpha', 1.0),
-                            getattr(cfg, 'mixup_prob', 0.0), getattr(cfg, 'mixup_alpha', 0.2))
+        self.mix = MixBatch(cfg.cutmix_prob, cfg.cutmix_alpha, cfg.mixup_prob, cfg.mixup_alpha)
         self.ema = None
-        if getattr(cfg, 'ema', False):
+        if cfg.ema:
             from timm.utils import ModelEmaV3
             # Warmup: the decay grows from 0 towards ema_decay, so a short run is not dominated by the random init.
             self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)

@@ -3,8 +3,9 @@ import torch
 import torch.nn as nn
 import ttach as tta
 
-TTA_NAMES = ("none", "hflip", "vflip", "d4", "five_crop", "ten_crop", "multiscale")
-MERGES = ("mean", "gmean", "max", "tsharpen")
+import config
+
+TTA_NAMES, MERGES = config.TTA, config.choices()["tta_merge"]
 
 
 def build_tta(name, image_size):
@@ -26,9 +27,7 @@ def build_tta(name, image_size):
         "ten_crop": lambda: tta.Compose([tta.HorizontalFlip(), tta.FiveCrops(crop, crop), back]),
         "multiscale": lambda: tta.Compose([tta.Scale([0.875, 1, 1.125], interpolation="bilinear")]),
     }
-    if name not in builders:
-        raise ValueError(f"unknown tta {name!r}; choose from {', '.join(TTA_NAMES)}")
-    return builders[name]()
+    return builders[config.check_choice("tta", name, TTA_NAMES)]()
 
 
 class TTAModel(nn.Module):
@@ -42,8 +41,7 @@ class TTAModel(nn.Module):
 
     def __init__(self, model, transforms=None, merge="mean"):
         super().__init__()
-        if merge not in MERGES:
-            raise ValueError(f"unknown tta_merge {merge!r}; choose from {', '.join(MERGES)}")
+        merge = config.check_choice("tta_merge", merge, MERGES)
         self.model, self.transforms, self.merge = model, transforms, merge
 
     def forward(self, x):
