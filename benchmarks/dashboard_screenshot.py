@@ -1,4 +1,4 @@
-"""Screenshot a visdom env with headless Chromium, e.g. for the README.
+"""Screenshot a visdom env with headless Chromium, e.g. for docs/dashboard.md.
 
     python benchmarks/dashboard_screenshot.py --out dashboard.png                 # demo plots, own server
     python benchmarks/dashboard_screenshot.py --url http://127.0.0.1:8097 --env main --out main.png

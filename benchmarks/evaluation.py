@@ -37,7 +37,7 @@ def main():
     ap.add_argument('--seed', type=int, default=0)
     args = ap.parse_args()
     from benchmarks.tricks import BASELINE
-    # The members train with the book's recipe (the README's figures were taken with it), not today's defaults.
+    # The members train with the book's recipe (docs/evaluation.md's figures were taken with it), not today's defaults.
     common = dict(BASELINE, checkpoint_dir=args.out, vis=False, num_workers=0, batch_size=64, seed=args.seed)
 
     paths = {}

@@ -61,7 +61,7 @@ def main():
         truth[dst] = classes[samples[i][1]]
 
     from benchmarks.tricks import BASELINE
-    # The book's recipe (the README's figures were taken with it), not today's defaults.
+    # The book's recipe (the figures in docs/data.md were taken with it), not today's defaults.
     common = dict(BASELINE, model=args.model, max_epoch=args.epochs, image_size=args.image_size, vis=False,
                   num_workers=0, seed=args.seed, use_gpu=args.use_gpu, checkpoint_dir=args.work,
                   val_data_root=os.path.join(root, 'val'))

@@ -28,7 +28,7 @@ def resolve_roots(cfg):
 
 def num_workers(cfg):
     """cfg.num_workers, or the auto choice: none for cached data (nothing left to decode), none when the model
-    trains on a CPU of two cores or fewer (workers then take cores from the model: README "Speed and scale");
+    trains on a CPU of two cores or fewer (workers then take cores from the model: docs/speed.md);
     otherwise the CPUs this process may use (its share under torchrun) less one for the compute threads, at
     most 8."""
     if cfg.num_workers >= 0:

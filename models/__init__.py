@@ -43,7 +43,7 @@ ATTENTION_MODELS = ('ResNet34', 'ResNet101')
 
 def resolve_attention(name, attention, pretrained_path=''):
     """`attention` with 'auto' made concrete: cbam for the ResNet family trained from scratch (the best recipe
-    measured on small data, README "Training tricks"), none for other models; starting from `pretrained_path`,
+    measured on small data, docs/tricks.md), none for other models; starting from `pretrained_path`,
     what that checkpoint of this toolkit was trained with, or none for other weights files."""
     attention, name = str(attention).lower(), canonical_name(name)
     if attention == 'auto':

@@ -2,7 +2,7 @@
 arrive as uint8 (from the RAM cache) finished -- augmented and normalised -- on the training device.
 
 Each is a setting whose default ('auto') is the fastest correct choice for the device: on for CUDA, off on
-the CPU, where bf16 autocast measured ~1.1x slower and channels_last no faster (see README, "Speed and scale").
+the CPU, where bf16 autocast measured ~1.1x slower and channels_last no faster (see docs/speed.md).
 On the CPU the AMP and channels_last settings are ignored with one note, never an error.
 """
 import contextlib
