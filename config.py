@@ -167,7 +167,9 @@ class DefaultConfig:
                             '(Cui et al., 2019, with cb_beta)', 'balance')
     cb_beta: float = opt(0.999, 'beta of the effective_number class weights', 'balance')
     lb_pos: float = opt(0.9, 'label_smooth / joint: target probability of the true class', 'optim')
-    lb_neg: float = opt(0.005, 'label_smooth / joint: target probability of every other class', 'optim')
+    lb_neg: str = opt('auto', 'label_smooth / joint: target probability of every other class: auto = (1 - lb_pos) / '
+                      '(classes - 1), a distribution that smooths alike at any class count; or a number (the '
+                      'write-up\'s 0.005: with lb_pos 0.9 the target sums to 1 only at 21 classes)', 'optim')
     joint_weights: list = opt(['0.5', '0.5'], 'joint loss: weights of ce and label_smooth (e.g. 0.3,0.7)', 'optim')
     nesterov: bool = opt(False, 'Nesterov momentum for sgd', 'optim')
     ranger_k: int = opt(6, 'ranger / ranger_adabelief: Lookahead synchronisation period (steps)', 'optim')
@@ -291,9 +293,19 @@ def check(cfg):
     for name, choices in (('attention', ('auto', 'none', 'se', 'cbam')), ('normalize', ('auto', 'imagenet', 'dataset'))):
         if str(getattr(cfg, name)).lower() not in choices:
             raise ConfigError(f'unknown --{name}={getattr(cfg, name)!r}; choose one of: {", ".join(choices)}')
+    if cfg.lb_neg != 'auto' and not 0 <= _number(cfg.lb_neg) < 1:
+        raise ConfigError(f'--lb-neg must be auto or a probability in [0, 1), got {cfg.lb_neg!r}')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):
         raise ConfigError(f'--cutmix-prob and --mixup-prob are per-batch probabilities of one mix each: both in 0..1 '
                           f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')
+
+
+def _number(text):
+    """float(text), or NaN (which fails every range check) for text that is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return float('nan')
 
 
 def from_dict(values):
