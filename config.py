@@ -293,19 +293,15 @@ def check(cfg):
     for name, choices in (('attention', ('auto', 'none', 'se', 'cbam')), ('normalize', ('auto', 'imagenet', 'dataset'))):
         if str(getattr(cfg, name)).lower() not in choices:
             raise ConfigError(f'unknown --{name}={getattr(cfg, name)!r}; choose one of: {", ".join(choices)}')
-    if cfg.lb_neg != 'auto' and not 0 <= _number(cfg.lb_neg) < 1:
+    try:
+        lb_neg_ok = cfg.lb_neg == 'auto' or 0 <= float(cfg.lb_neg) < 1
+    except ValueError:
+        lb_neg_ok = False
+    if not lb_neg_ok:
         raise ConfigError(f'--lb-neg must be auto or a probability in [0, 1), got {cfg.lb_neg!r}')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):
         raise ConfigError(f'--cutmix-prob and --mixup-prob are per-batch probabilities of one mix each: both in 0..1 '
                           f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')
-
-
-def _number(text):
-    """float(text), or NaN (which fails every range check) for text that is not a number."""
-    try:
-        return float(text)
-    except ValueError:
-        return float('nan')
 
 
 def from_dict(values):
