@@ -187,7 +187,9 @@ class DefaultConfig:
                             choices=('none', 'inverse', 'sqrt_inverse', 'effective_number'))
     cb_beta: float = opt(0.999, 'beta of the effective_number class weights', 'balance')
     lb_pos: float = opt(0.9, 'label_smooth / joint: target probability of the true class', 'optim')
-    lb_neg: float = opt(0.005, 'label_smooth / joint: target probability of every other class', 'optim')
+    lb_neg: str = opt('auto', 'label_smooth / joint: target probability of every other class: auto = (1 - lb_pos) / '
+                      '(classes - 1), a distribution that smooths alike at any class count; or a number (the '
+                      'write-up\'s 0.005: with lb_pos 0.9 the target sums to 1 only at 21 classes)', 'optim')
     joint_weights: list = opt(['0.5', '0.5'], 'joint loss: weights of ce and label_smooth (e.g. 0.3,0.7)', 'optim')
     nesterov: bool = opt(False, 'Nesterov momentum for sgd', 'optim')
     ranger_k: int = opt(6, 'ranger / ranger_adabelief: Lookahead synchronisation period (steps)', 'optim')
@@ -357,6 +359,12 @@ def check(cfg):
         coerce('joint_weights', w, float)
     if len(cfg.joint_weights) != 2:
         raise ConfigError(f'--joint-weights takes two numbers (ce, label_smooth), e.g. 0.3,0.7; got {cfg.joint_weights}')
+    try:
+        lb_neg_ok = cfg.lb_neg == 'auto' or 0 <= float(cfg.lb_neg) < 1
+    except ValueError:
+        lb_neg_ok = False
+    if not lb_neg_ok:
+        raise ConfigError(f'--lb-neg must be auto or a probability in [0, 1), got {cfg.lb_neg!r}')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):
         raise ConfigError(f'--cutmix-prob and --mixup-prob are per-batch probabilities of one mix each: both in 0..1 '
                           f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')

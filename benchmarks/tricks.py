@@ -35,7 +35,7 @@ BASELINE = dict(augment='basic', loss='ce', optimizer='adam', lr=1e-3, scheduler
                 normalize='imagenet', cutmix_prob=0.0, mixup_prob=0.0, sampler='shuffle', class_weight='none',
                 attention='none', ema=False)
 RECIPE = dict(attention='cbam', loss='joint', optimizer='ranger', cutmix_prob=0.5, sampler='imbalanced',
-              scheduler='cosine')
+              scheduler='cosine', lb_neg='0.005')
 TRICKS = {
     'baseline': {},
     'augment=none': dict(augment='none'),

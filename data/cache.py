@@ -69,10 +69,13 @@ class CachedImages(ImageFolderDataset):
                     self.images[i] = item[0]
                 i += 1
 
-    def __getitem__(self, index):
+    def load(self, index):
         if index in self.bad:
             return self.bad[index]
         return self.images[index], self.samples[index][1]
+
+    def finish(self, image, label):
+        return image, label  # augmented and normalised per batch, on the device (prepare_batch)
 
 
 def build_train_val(cfg, classes, train, val, num_workers=0):

@@ -111,12 +111,20 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index):
+        item = self.load(index)
+        return item if isinstance(item, BadImage) else self.finish(*item)
+
+    def load(self, index):
+        """(decoded RGB image, label) of sample `index`, or BadImage for a file that cannot be decoded."""
         path, label = self.samples[index]
         try:
-            img = load_rgb(path)
+            return load_rgb(path), label
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
             return BadImage(path, f'{type(e).__name__}: {str(e).replace(repr(path), "").replace(path, "").strip()}')
-        return (self.transform(img) if self.transform else img), label
+
+    def finish(self, image, label):
+        """(image through the transform, label): what the loader receives for a decoded image."""
+        return (self.transform(image) if self.transform else image), label
 
 
 class BadImage:

@@ -10,38 +10,53 @@ from torchvision import transforms as T
 
 from config import UserError
 from . import manifest
-from .dataset import ImageFolderDataset
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
-
-
-def region_crop_transform(image_size, scale=(0.4, 1.0)):
-    """A random region (40-100 % of the area, aspect 3/4..4/3) resized back to image_size."""
-    return T.Compose([T.Resize((image_size, image_size)), T.RandomResizedCrop(image_size, scale=scale),
-                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+from .dataset import BadImage, ImageFolderDataset
 
 
 class UpsampledDataset(ImageFolderDataset):
-    """The training set followed by `copies` of the hard samples, which go through the region crop."""
+    """The training set `base` followed by `copies` of its samples at the indices `hard`. A copy is the sample's
+    image squared to image_size and cut to a random region (40-100 % of the area, aspect 3/4..4/3) resized back,
+    then goes on as every training image does: the run's transform (with its normalisation), or from the RAM
+    cache, the batch augmentation on the device."""
 
-    def __init__(self, base, hard_samples, copies, image_size):
-        extra = ImageFolderDataset(list(hard_samples) * copies, base.classes, region_crop_transform(image_size))
-        super().__init__(base.samples + extra.samples, base.classes)
-        self.base, self.extra = base, extra
+    def __init__(self, base, hard, copies, image_size, scale=(0.4, 1.0)):
+        self.base, self.hard = base, list(hard) * copies
+        self.samples = base.samples + [base.samples[i] for i in self.hard]
+        self.classes = base.classes
+        self.region = T.Compose([T.Resize((image_size, image_size)), T.RandomResizedCrop(image_size, scale=scale)])
+
+    @property
+    def transform(self):
+        return self.base.transform
+
+    @transform.setter
+    def transform(self, value):  # the normalisation statistics arrive after the datasets are built
+        self.base.transform = value
 
     def __getitem__(self, index):
         n = len(self.base)
-        return self.base[index] if index < n else self.extra[index - n]
+        if index < n:
+            return self.base[index]
+        item = self.base.load(self.hard[index - n])
+        return item if isinstance(item, BadImage) else self.base.finish(self.region(item[0]), item[1])
 
 
-def upsample(train_set, cfg):
-    """train_set with cfg.upsample_hard extra copies of the training images listed in cfg.hard_list."""
+def listed(cfg):
+    """Absolute paths of the images in cfg.hard_list when cfg.upsample_hard asks for copies, else None; read before
+    any dataset is built, so that a missing list stops the run first."""
     if cfg.upsample_hard <= 0:
-        return train_set
+        return None
     if not cfg.hard_list:
         raise UserError('--upsample-hard needs --hard-list=checkpoints/<run>/hard_train.csv; write it with '
                         '`python main.py hard --load-path=checkpoints/<run>/best_model.pth`')
-    listed = {os.path.abspath(r['path']) for r in manifest.read(cfg.hard_list, allow_empty=True)}
-    hard = [s for s in train_set.samples if os.path.abspath(s[0]) in listed]
-    print(f'hard examples: {len(hard)} of {len(listed)} listed images are training images; '
+    return {os.path.abspath(r['path']) for r in manifest.read(cfg.hard_list, allow_empty=True)}
+
+
+def upsample(train_set, cfg, paths):
+    """train_set with cfg.upsample_hard extra copies of its images among `paths` (from `listed`; None = none)."""
+    if paths is None:
+        return train_set
+    hard = [i for i, (path, _) in enumerate(train_set.samples) if os.path.abspath(path) in paths]
+    print(f'hard examples: {len(hard)} of {len(paths)} listed images are training images; '
           f'{cfg.upsample_hard} extra region-cropped cop{"y" if cfg.upsample_hard == 1 else "ies"} each')
     return UpsampledDataset(train_set, hard, cfg.upsample_hard, cfg.image_size) if hard else train_set

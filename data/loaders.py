@@ -85,13 +85,16 @@ def build_train_val(cfg, classes=None):
     """Training and validation datasets of train_val_samples with their transforms; fixes cfg.image_size when
     it was 0 (auto). `classes` (a checkpoint's): the data must have exactly these."""
     from . import hard
+    hard_paths = hard.listed(cfg)
     classes, train, val = train_val_samples(cfg, classes)
     train = manifest.add_extra(cfg, classes, train)
     cfg.image_size = image_size(cfg, train)
     if cfg.cache != 'none':  # decoded once, augmented per batch on the device
-        return cache.build_train_val(cfg, classes, train, val, num_workers(cfg))
-    return (hard.upsample(ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size)), cfg),
-            ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size)))
+        train_set, val_set = cache.build_train_val(cfg, classes, train, val, num_workers(cfg))
+    else:
+        train_set = ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size))
+        val_set = ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size))
+    return hard.upsample(train_set, cfg, hard_paths), val_set
 
 
 def eval_dataset(cfg, root, classes):

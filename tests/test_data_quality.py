@@ -288,6 +288,56 @@ def test_hard_lists_misclassified_images_and_upsample_adds_region_cropped_copies
     assert a.shape == plain[0][0].shape and not torch.equal(a, b)
 
 
+def _upsampled(tmp_path, **kw):
+    """Training and validation sets with one extra copy of two listed training images, normalised with the
+    training set's own statistics as `train` does; returns (upsampled set, cfg, indices of the listed images)."""
+    from data import transforms
+    write_class_folders(tmp_path / 'train', ['a', 'b', 'c'], 6, seed=0)
+    write_class_folders(tmp_path / 'val', ['a', 'b', 'c'], 2, seed=1)
+    paths = [str(tmp_path / 'train' / 'b' / '001.png'), str(tmp_path / 'train' / 'c' / '004.png')]
+    listed = manifest.write(str(tmp_path / 'hard.csv'), [{'path': p, 'label': p.split(os.sep)[-2]} for p in paths])
+    cfg = config.parse(**{**FAST, **kw}, train_data_root=str(tmp_path / 'train'), val_data_root=str(tmp_path / 'val'),
+                       augment='none', jitter=0, erasing=0, normalize='dataset', upsample_hard=1, hard_list=listed)
+    up, val = loaders.build_train_val(cfg)
+    os.makedirs(tmp_path / 'run')
+    transforms.prepare_normalization(cfg, up, val, str(tmp_path / 'run'))
+    return up, cfg, [[p for p, _ in up.samples].index(p) for p in paths]
+
+
+def test_upsampled_copies_see_the_runs_transform_and_normalisation(tmp_path):
+    import torch
+    from torchvision import transforms as T
+    from data.dataset import load_rgb
+    up, cfg, hard = _upsampled(tmp_path)
+    stats = T.Normalize(cfg.norm_stats['mean'], cfg.norm_stats['std'])  # the training set's own, as validation
+    n = len(up.base)
+    assert isinstance(up, UpsampledDataset) and len(up) == n + 2 and up.targets[n:] == [1, 2]
+    for k, i in enumerate(hard):
+        image = load_rgb(up.samples[i][0])
+        assert torch.allclose(up[i][0], stats(T.ToTensor()(image)), atol=1e-6)  # the original, as validation sees it
+        torch.manual_seed(k)
+        copy = up[n + k][0]
+        torch.manual_seed(k)  # the same random region, cut by hand
+        region = T.RandomResizedCrop(32, scale=(0.4, 1.0))(T.Resize((32, 32))(image))
+        assert torch.allclose(copy, stats(T.ToTensor()(region)), atol=1e-6)
+
+
+def test_upsampled_copies_come_from_the_ram_cache_too(tmp_path, capsys):
+    import torch
+    from torchvision import transforms as T
+    from data.cache import CachedImages
+    up, cfg, hard = _upsampled(tmp_path, cache='ram')
+    n = len(up.base)
+    assert isinstance(up.base, CachedImages) and len(up) == n + 2 and up.targets[n:] == [1, 2]
+    assert '2 of 2 listed images are training images' in capsys.readouterr().out
+    for k, i in enumerate(hard):
+        torch.manual_seed(k)
+        copy = up[n + k][0]
+        torch.manual_seed(k)
+        # a region of the cached uint8 image, augmented and normalised per batch on the device as every cached image
+        assert torch.equal(copy, T.RandomResizedCrop(32, scale=(0.4, 1.0))(up.base.images[i]))
+
+
 def test_class_distribution_bar_chart_reaches_a_running_dashboard(tmp_path):
     from utils.dashboard import free_port, start_server, stop_server
     from utils.visdom_static import is_built

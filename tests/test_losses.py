@@ -15,8 +15,8 @@ LOGITS = torch.tensor([[2.0, 0.5, -1.0],
 LABELS = torch.tensor([0, 2, 255, 1])
 
 
-def _by_hand(row, label, pos=0.9, neg=0.005):
-    """-sum(target * log_softmax) for one row, written out with math.log/exp."""
+def _by_hand(row, label, pos=0.9, neg=0.1 / 2):
+    """-sum(target * log_softmax) for one row, written out with math.log/exp (neg: lb_neg=auto at 3 classes)."""
     log_z = math.log(sum(math.exp(v) for v in row))
     return -sum((pos if c == label else neg) * (v - log_z) for c, v in enumerate(row))
 
@@ -101,6 +101,37 @@ def test_build_loss_reads_config_and_is_case_insensitive():
     assert (joint.first_weight, joint.second_weight) == (0.2, 0.8)
     assert isinstance(joint.first, nn.CrossEntropyLoss) and isinstance(joint.second, LabelSmoothSoftmaxCE)
     assert set(LOSSES) == {'ce', 'label_smooth', 'joint'}
+
+
+@pytest.mark.parametrize('classes', [3, 62, 200])
+def test_default_label_smoothing_is_a_distribution_with_lb_pos_on_the_true_class_at_any_class_count(classes):
+    torch.manual_seed(classes)
+    logits, labels = torch.randn(5, classes), torch.randint(0, classes, (5,))
+    neg = (1 - 0.9) / (classes - 1)  # lb_neg=auto: the other classes share what the true class leaves
+    hand = [_by_hand(logits[i].tolist(), int(y), 0.9, neg) for i, y in enumerate(labels)]
+    for cfg in (config.parse(), config.parse(lb_neg='auto')):
+        assert build_loss(cfg)(logits, labels).item() == pytest.approx(sum(hand) / 5, rel=1e-6)
+    # the loss is lowest where the softmax equals the target: p(true class) = lb_pos = 0.9 at every C
+    optimum = torch.full((1, classes), math.log(neg))
+    optimum[0, 0] = math.log(0.9)
+    optimum.requires_grad_(True)
+    build_loss(config.parse())(optimum, torch.tensor([0])).backward()
+    assert optimum.grad.abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize('classes', [3, 62, 200])
+def test_an_explicit_lb_neg_keeps_the_write_ups_fixed_target(classes):
+    torch.manual_seed(classes)
+    logits, labels = torch.randn(5, classes), torch.randint(0, classes, (5,))
+    hand = [_by_hand(logits[i].tolist(), int(y), 0.9, 0.005) for i, y in enumerate(labels)]
+    loss = build_loss(config.parse(lb_neg='0.005'))(logits, labels)  # as --lb-neg=0.005 arrives
+    assert loss.item() == pytest.approx(sum(hand) / 5, rel=1e-6)
+
+
+@pytest.mark.parametrize('value', ['0.5x', '1', '-0.1', 'nan', 'none'])
+def test_lb_neg_other_than_auto_or_a_probability_is_refused_in_one_line(value):
+    with pytest.raises(config.ConfigError, match=r'--lb-neg must be auto or a probability in \[0, 1\)'):
+        config.parse(lb_neg=value)
 
 
 def test_build_loss_unknown_name_lists_valid_ones():

@@ -1,11 +1,22 @@
 """The pieces of the dashboard windows that need no server."""
+import base64
+import io
+import os
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
+import config
+from conftest import write_class_folders
+from data import loaders, transforms
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from utils.panes import eta, labelled_tile, unnormalize, worst_misclassified
+from utils import fast
+from utils.dashboard import free_port
+from utils.panes import WIN, RunDashboard, eta, labelled_tile, unnormalize, worst_misclassified
+from utils.replay import read_log
 
 
 def test_unnormalize_gives_back_the_pixels_before_normalize():
@@ -30,3 +41,49 @@ def test_labelled_tile_adds_a_text_strip_under_the_resized_image():
 
 def test_eta_formats_hours_minutes_seconds():
     assert eta(3725.4) == '1:02:05' and eta(0) == '0:00:00'
+
+
+def sent_images(run_dir):
+    """{window: decoded image} of the image windows recorded in run_dir/visdom.log (the last call of each)."""
+    sent = {}
+    for _, msg in read_log(os.path.join(run_dir, 'visdom.log')):
+        content = msg['data'][0] if msg.get('data') else {}
+        if content.get('type') == 'image':
+            src = content['content']['src']
+            sent[msg['win']] = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(',', 1)[1]))))
+    return sent
+
+
+@pytest.fixture
+def cached_and_streamed(tmp_path, capsys):
+    """The first training batch and the worst-misclassified validation images sent to the dashboard by a run
+    with --cache=ram and by one without, on the same images with the training set's own normalisation."""
+    write_class_folders(tmp_path / 'train', ['a', 'b', 'c'], 6, seed=0)
+    write_class_folders(tmp_path / 'val', ['a', 'b', 'c'], 3, seed=1)
+    sent = {}
+    for cache in ('none', 'ram'):
+        cfg = config.parse(train_data_root=str(tmp_path / 'train'), val_data_root=str(tmp_path / 'val'), cache=cache,
+                           image_size=32, augment='none', jitter=0, erasing=0, batch_size=8, num_workers=0,
+                           vis_port=free_port(), normalize='dataset')
+        train_set, val_set = loaders.build_train_val(cfg)
+        run_dir = str(tmp_path / cache)
+        os.makedirs(run_dir)
+        transforms.prepare_normalization(cfg, train_set, val_set, run_dir)
+        vis = RunDashboard(cfg, run_dir, train_set.classes)  # no server: the windows are recorded in visdom.log
+        images, labels, _ = next(iter(loaders.eval_loader(train_set, cfg)))
+        vis.show_batch(fast.finish_batch(images, torch.device('cpu'), cfg, True), labels)
+        targets = np.asarray(val_set.targets)
+        probs = np.full((len(targets), 3), 0.1)
+        probs[np.arange(len(targets)), (targets + 1) % 3] = 0.8  # every image wrong
+        vis.show_worst(probs, targets, val_set, {}, 1)
+        sent[cache] = sent_images(run_dir)
+    capsys.readouterr()
+    return sent
+
+
+def test_dashboard_images_with_the_ram_cache_equal_those_without(cached_and_streamed):
+    streamed, cached = cached_and_streamed['none'], cached_and_streamed['ram']
+    for win in (WIN['batch'], WIN['worst']):
+        np.testing.assert_array_equal(cached[win], streamed[win], err_msg=win)
+        # dark noise with one bright square per image, not white tiles
+        assert cached[win].max() >= 225 and np.median(cached[win]) < 80, win

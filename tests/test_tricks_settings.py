@@ -189,6 +189,46 @@ def test_gradient_accumulation_steps_once_per_accum_batches_with_the_mean_gradie
     assert torch.allclose(model.weight, ref.weight, atol=1e-6) and trainer.step_count == 1
 
 
+@pytest.mark.parametrize('unreadable_last', [False, True])
+def test_accumulation_steps_on_each_groups_mean_and_nothing_carries_into_the_next_epoch(tmp_path, unreadable_last):
+    """30 images in batches of 10 with accum_steps=2: each epoch steps on the mean of batches 0 and 1, then on batch
+    2 alone -- also when a fourth batch, one unreadable file, is skipped at the epoch's end."""
+    import copy
+    from torchvision import transforms as T
+    from data import loaders
+    from data.dataset import BadFileLog, ImageFolderDataset
+    from utils.panes import RunDashboard
+    root = write_class_folders(tmp_path / 'train', ['a', 'b', 'c'], 10)
+    if unreadable_last:
+        open(root / 'c' / 'zzz.png', 'wb').close()  # sorted last: the fourth batch holds only this file
+    cfg = config.parse(accum_steps=2, mixup_prob=0, scheduler='none', batch_size=10, num_workers=0, max_epoch=2)
+    loader = loaders.eval_loader(ImageFolderDataset.from_folder(str(root), transform=T.ToTensor()), cfg)
+    assert len(loader) == 3 + unreadable_last
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = tricks.Trainer(model, opt, build_scheduler(opt, cfg, 2), cfg)
+    vis = RunDashboard(cfg, str(tmp_path), ['a', 'b', 'c'], enabled=False)
+    for epoch in range(2):
+        engine.train_one_epoch(model, loader, torch.nn.CrossEntropyLoss(), opt, trainer.schedule, torch.device('cpu'),
+                               epoch, cfg, vis, BadFileLog(), trainer=trainer)
+    batches = [(x, y) for x, y, _ in loader if x is not None]
+    for epoch in range(2):  # by hand: one SGD step per group on the mean of its batches' gradients
+        for group in (batches[:2], batches[2:]):
+            grads = []
+            for x, y in group:
+                ref.zero_grad()
+                torch.nn.functional.cross_entropy(ref(x), y).backward()
+                grads.append([p.grad.clone() for p in ref.parameters()])
+            with torch.no_grad():
+                for p, *g in zip(ref.parameters(), *grads):
+                    p -= 0.1 * sum(g) / len(g)
+    assert trainer.step_count == 4
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
 def test_gradient_clipping_bounds_the_update():
     model, _, trainer = _toy(clip=0.01)
     before = model.weight.detach().clone()

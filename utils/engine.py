@@ -69,6 +69,7 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
         if i % cfg.print_freq == 0:
             bar.set_postfix(loss=f'{total_loss / seen:.4f}', acc=f'{correct / seen:.4f}')
             vis.step(epoch, i, len(loader), loss.item(), optimizer.param_groups[0]['lr'])
+    trainer.flush(epoch)
     return {'loss': total_loss / max(seen, 1), 'acc': correct / max(seen, 1), 'images': seen,
             'seconds': time.time() - start}
 

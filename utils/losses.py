@@ -9,17 +9,21 @@ import config
 class LabelSmoothSoftmaxCE(nn.Module):
     """Cross-entropy against a smoothed target: ``lb_pos`` on the true class, ``lb_neg`` elsewhere.
 
+    ``lb_neg='auto'`` is ``(1 - lb_pos) / (C - 1)`` for C classes: the target is then a distribution, whose
+    optimum gives the true class ``lb_pos`` whatever C is. A fixed ``lb_neg`` makes the target sum to
+    ``lb_pos + lb_neg * (C - 1)``, so the same number smooths more as classes are added.
+
     Samples labelled ``ignore_index`` are left out, also of the mean's denominator. An optional
     per-class ``weight`` scales each sample by ``weight[label]`` and the mean then divides by the
     sum of those weights, as ``nn.CrossEntropyLoss`` does. ``reduction`` is mean, sum or none
     ('none' returns the per-sample loss with 0 for ignored samples).
     """
 
-    def __init__(self, lb_pos=0.9, lb_neg=0.005, reduction='mean', ignore_index=255, weight=None):
+    def __init__(self, lb_pos=0.9, lb_neg='auto', reduction='mean', ignore_index=255, weight=None):
         super().__init__()
         if reduction not in ('mean', 'sum', 'none'):
             raise ValueError(f"reduction must be one of mean, sum, none; got {reduction!r}")
-        self.lb_pos, self.lb_neg = lb_pos, lb_neg
+        self.lb_pos, self.lb_neg = lb_pos, lb_neg if lb_neg == 'auto' else float(lb_neg)
         self.reduction = reduction
         self.ignore_index = ignore_index
         self.register_buffer('weight', None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
@@ -29,7 +33,8 @@ class LabelSmoothSoftmaxCE(nn.Module):
         valid = labels != self.ignore_index
         # Ignored labels may be out of range (255 > C): point them at class 0, then drop them.
         safe = torch.where(valid, labels, torch.zeros_like(labels))
-        target = torch.full_like(logits, self.lb_neg).scatter_(1, safe.unsqueeze(1), self.lb_pos)
+        neg = (1 - self.lb_pos) / max(1, logits.shape[1] - 1) if self.lb_neg == 'auto' else self.lb_neg
+        target = torch.full_like(logits, neg).scatter_(1, safe.unsqueeze(1), self.lb_pos)
         loss = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
         scale = valid.to(loss.dtype)
         if self.weight is not None:

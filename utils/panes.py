@@ -28,7 +28,10 @@ WIN = {'log': 'run log', 'classes': 'class distribution', 'batch': 'training ima
 
 
 def unnormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """(N, C, H, W) tensor normalised with (mean, std) -> uint8 numpy array, as the images looked before."""
+    """(N, C, H, W) tensor normalised with (mean, std) -> uint8 numpy array, as the images looked before. uint8
+    images are the pixels already: the RAM cache keeps them so and normalises only the batches it trains on."""
+    if not images.is_floating_point():
+        return images.detach().cpu().numpy().astype(np.uint8)
     mean = np.asarray(mean, dtype=np.float32)[:, None, None]
     std = np.asarray(std, dtype=np.float32)[:, None, None]
     array = images.detach().float().cpu().numpy() * std + mean

@@ -28,6 +28,7 @@ class Trainer:
     def __init__(self, model, optimizer, schedule, cfg, vis=None, run_dir=None, precision=None):
         self.model, self.optimizer, self.schedule, self.vis, self.run_dir = model, optimizer, schedule, vis, run_dir
         self.precision, self.cfg = precision, cfg
+        self.scaler = precision.scaler if precision is not None else None  # fp16 autocast on CUDA
         self.accum = cfg.accum_steps
         self.clip = cfg.clip_grad
         # Draws from torch's global generator, which training seeds every epoch (so resume reproduces it).
@@ -38,20 +39,36 @@ class Trainer:
             # Warmup: the decay grows from 0 towards ema_decay, so a short run is not dominated by the random init.
             self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
         self.step_count, self.best_ema = 0, -1.0
+        self.pending = 0  # batches backpropagated since the last step
 
     def backward(self, loss, index, batches, epoch):
-        """Backpropagate `loss` of batch `index`; every accum_steps batches (and at the last), take a step."""
-        scaler = self.precision.scaler if self.precision is not None else None  # fp16 autocast on CUDA
-        (scaler.scale(loss / self.accum) if scaler else loss / self.accum).backward()
-        if (index + 1) % self.accum and index + 1 < batches:
-            return
+        """Backpropagate `loss` of batch `index` of `batches`; every accum_steps batches, and at the last one, step
+        with the mean gradient of the batches accumulated since the previous step."""
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        self.pending += 1
+        if self.pending == self.accum or index + 1 == batches:
+            self.step(epoch + (index + 1) / max(1, batches))
+
+    def flush(self, epoch):
+        """At the end of epoch `epoch`: step on gradients still accumulated (its last batches were skipped), so that
+        none carry into the next epoch."""
+        if self.pending:
+            self.step(epoch + 1)
+
+    def step(self, x):
+        """One optimizer step on the mean of the `pending` accumulated gradients; x = fractional epoch (the log)."""
+        if self.pending > 1:  # a group cut short by the epoch's end divides by its own size, not accum_steps
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.div_(self.pending)
+        self.pending = 0
         if self.clip > 0:
-            if scaler:
-                scaler.unscale_(self.optimizer)
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        if scaler:
-            scaler.step(self.optimizer)
-            scaler.update()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -59,7 +76,7 @@ class Trainer:
         self.step_count += 1
         if self.ema is not None:
             self.ema.update(self.model, step=self.step_count)
-        self.log_lr(epoch + (index + 1) / max(1, batches))
+        self.log_lr(x)
 
     def log_lr(self, x):
         lr = self.optimizer.param_groups[0]['lr']
