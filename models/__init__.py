@@ -58,6 +58,14 @@ def resolve_attention(name, attention, pretrained_path=''):
     return attention
 
 
+def parameter_count(name, num_classes, attention='none'):
+    """Parameters and buffers of the model `build` makes, counted on the meta device: no memory, no weights."""
+    import torch
+    with torch.device('meta'):
+        model = build(name, num_classes, attention=attention)
+    return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+
+
 def build(name, num_classes, pretrained_path='', attention='none', freeze_backbone=False, **kwargs):
     """A randomly initialised model (or one started from a local weights file) with `num_classes` outputs;
     `attention` (se | cbam | auto, see `resolve_attention`) is added to every residual block of the ResNet

@@ -1,7 +1,10 @@
-"""Checkpoints are plain dicts, written atomically and read with weights_only=True."""
+"""Checkpoints are plain dicts, written atomically and read with weights_only=True; a run's files are written so
+that a full or read-only disk is one line naming the folder, never a traceback or a damaged file."""
+import contextlib
 import functools
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 
@@ -10,24 +13,85 @@ import torch
 from config import UserError
 
 VERSION = 1
+TMP_PREFIX = '.tmp-'  # temporary checkpoints; a kill during a save can leave one, a resume removes it
+# how torch reports a failed write of its zip container (a full disk gives "unexpected pos ..." or "file write failed")
+TORCH_WRITE_ERRORS = ('inline_container', 'PytorchStreamWriter')
 
 
 def save(obj, path):
-    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file, and a
+    failed write (disk full, read-only) leaves the previous `path` as it was."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.pth')
+    with writing(path):
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix='.pth')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+
+def append_line(path, line):
+    """Append one line to a log of the run (metrics.jsonl, lr.csv)."""
+    with writing(path), open(path, 'a') as f:
+        f.write(line + '\n')
+
+
+@contextlib.contextmanager
+def writing(path):
+    """A failed write of `path` -- disk full, read-only, over a size limit -- becomes one UserError line naming the
+    folder and its free space; other errors keep their traceback."""
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        yield
+    except (OSError, RuntimeError) as e:
+        if not isinstance(e, OSError) and not any(m in str(e) for m in TORCH_WRITE_ERRORS):
+            raise
+        folder = os.path.dirname(os.path.abspath(path))
+        reason = f'{e.strerror}, ' if isinstance(e, OSError) and e.strerror else ''
+        raise UserError(f'could not write {path} ({reason}{mib(free_space(folder))} free in {folder}); the files '
+                        f'written before are intact') from None
+
+
+def mib(n):
+    return f'{n / 2 ** 20:.1f} MiB'
+
+
+def existing_folder(folder):
+    """`folder`, or the nearest folder above it that exists (what a new folder would be created in)."""
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def free_space(folder):
+    return shutil.disk_usage(existing_folder(folder)).free
+
+
+def estimated_size(parameters, ema):
+    """Bytes of a last.pth: float32 weights, two optimizer moments per weight (the Adam family; SGD keeps one or
+    none, Ranger three) and, with --ema, the averaged weights."""
+    return 4 * parameters * (3 + bool(ema))
+
+
+def check_room(folder, need):
+    """UserError, before any work, when the run folder `folder` (created later when missing) cannot be written or
+    has less than `need` bytes free."""
+    where = existing_folder(folder)
+    if not os.path.isdir(where) or not os.access(where, os.W_OK):
+        raise UserError(f'cannot write in {where} (read-only, not a folder, or not yours); give a writable '
+                        f'--checkpoint-dir')
+    free = free_space(where)
+    if free < need:
+        raise UserError(f'{where} has {mib(free)} free, but this run needs about {mib(need)} for its checkpoints; '
+                        f'make room or give another --checkpoint-dir')
 
 
 def stored_settings(path):

@@ -1,4 +1,5 @@
 """The training and evaluation pipeline behind `train`, `val` and `testforacc`."""
+import itertools
 import json
 import os
 import random
@@ -16,6 +17,8 @@ from data.samplers import build_sampler
 from utils import checkpoint, distributed, fast, tricks
 from utils.optim import build_optimizer, build_scheduler
 from utils.panes import RunDashboard
+
+LAST, BEST, BEST_EMA = 'last.pth', 'best_model.pth', 'best_model_ema.pth'
 
 
 def set_seed(seed):
@@ -96,25 +99,106 @@ def evaluate(model, loader, criterion, device, badlog, desc='val', cfg=None):
 
 
 def make_run_dir(cfg):
-    name = cfg.run_name or f'{cfg.model.lower().replace("/", "-")}-{time.strftime("%Y%m%d-%H%M%S")}'
-    run_dir = os.path.join(cfg.checkpoint_dir, name)
-    os.makedirs(run_dir, exist_ok=True)
+    """A new run directory under cfg.checkpoint_dir that no other run uses: --run-name (refused when it holds files),
+    else <model>-<date>-<time>, with -2, -3, ... when runs start in the same second. os.mkdir is atomic, so of two
+    processes that race for one name, one gets it and the other the next."""
+    if cfg.run_name:
+        run_dir = os.path.join(cfg.checkpoint_dir, cfg.run_name)
+        os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+        try:
+            os.mkdir(run_dir)
+        except FileExistsError:
+            if not os.path.isdir(run_dir) or os.listdir(run_dir):
+                last = os.path.join(run_dir, LAST)
+                hint = f'resume it with --resume={last}, or ' if os.path.isfile(last) else ''
+                raise config.UserError(f'{run_dir} already holds another run; {hint}give a new --run-name') from None
+        return run_dir
+    os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+    base = os.path.join(cfg.checkpoint_dir, f'{cfg.model.lower().replace("/", "-")}-{time.strftime("%Y%m%d-%H%M%S")}')
+    for n in itertools.count(1):
+        run_dir = base if n == 1 else f'{base}-{n}'
+        try:
+            os.mkdir(run_dir)
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def open_run_dir(cfg, resume, num_classes):
+    """The run directory once it is known to have room for the checkpoints: a new one, or for --resume the run's
+    own, first made consistent with the last.pth it resumes from (repair_run)."""
+    size = checkpoint.estimated_size(models.parameter_count(cfg.model, num_classes, cfg.attention), cfg.ema)
+    if resume is None:
+        checkpoint.check_room(cfg.checkpoint_dir, 3 * size)  # last.pth, best_model.pth, the next save's temporary
+        return make_run_dir(cfg)
+    run_dir = os.path.dirname(os.path.abspath(cfg.resume))
+    checkpoint.check_room(run_dir, size)  # the checkpoints exist; a save needs room for its temporary file
+    repair_run(run_dir, resume)
     return run_dir
 
 
-def write_json(obj, path):
+def repair_run(run_dir, ckpt):
+    """Make a run killed at any moment consistent with its last.pth `ckpt`: remove the temporary files of unfinished
+    writes, drop the metrics.jsonl and lr.csv rows of the epoch it did not finish, and write the best checkpoints
+    that `ckpt` counts (its best metric) but the kill left unwritten -- their weights are the ones in `ckpt`."""
+    for name in os.listdir(run_dir):
+        if name.startswith(checkpoint.TMP_PREFIX) or name.endswith('.tmp'):
+            os.remove(os.path.join(run_dir, name))
+    keep_lines(os.path.join(run_dir, 'metrics.jsonl'), lambda line: json.loads(line)['epoch'] <= ckpt['epoch'] + 1)
+    if 'ema_step' in ckpt:
+        keep_lines(os.path.join(run_dir, 'lr.csv'), lambda line: int(line.split(',')[0]) <= ckpt['ema_step'])
+
+    def stale(name, metric):
+        path = os.path.join(run_dir, name)
+        return not os.path.isfile(path) or checkpoint.load(path)['best_metric'] != metric
+    save_best(run_dir, ckpt, stale(BEST, ckpt['best_metric']),
+              'ema' in ckpt and ckpt['best_ema_metric'] >= 0 and stale(BEST_EMA, ckpt['best_ema_metric']))
+
+
+def save_best(run_dir, state, raw, ema):
+    """best_model.pth from the weights of a last.pth `state` when `raw`, best_model_ema.pth from its EMA if `ema`."""
+    if raw:
+        checkpoint.save({k: v for k, v in state.items() if k != 'ema'}, os.path.join(run_dir, BEST))
+    if ema:
+        checkpoint.save(tricks.best_ema_state(state), os.path.join(run_dir, BEST_EMA))
+
+
+def keep_lines(path, keep):
+    """Rewrite the text file `path` without the lines that `keep` rejects or cannot read (a line cut short)."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+
+    def kept(line):
+        try:
+            return line.endswith('\n') and keep(line)
+        except (ValueError, KeyError, IndexError, TypeError):
+            return False
+    rows = [line for line in lines if kept(line)]
+    if len(rows) < len(lines):
+        write_text(''.join(rows), path)
+
+
+def write_text(text, path):
+    """Write `path` through a temporary file and a rename: a crash leaves the old file or the new one."""
     tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    with checkpoint.writing(path):
+        with open(tmp, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+
+def write_json(obj, path):
+    write_text(json.dumps(obj, indent=1), path)
 
 
 def fit(cfg):
     """Train a model as configured; returns the run directory (config, classes, metrics, checkpoints)."""
     resume = checkpoint.load(cfg.resume) if cfg.resume else None
     if resume is not None:
-        checkpoint.check_compatible(resume, resume.get('model_name', cfg.model), path=cfg.resume)
         cfg = merge_given(resume['config'], cfg)
+        checkpoint.check_compatible(resume, cfg.model, path=cfg.resume)  # the model this run would build
     ddp = distributed.setup(cfg)
     cfg = distributed.main_first(ddp, loaders.resolve_roots, cfg)
     set_seed(cfg.seed)
@@ -123,10 +207,10 @@ def fit(cfg):
     train_set, val_set = loaders.build_train_val(cfg)
     classes = train_set.classes
     if resume is not None:
-        checkpoint.check_compatible(resume, resume['model_name'], len(classes), cfg.resume, classes)
+        checkpoint.check_compatible(resume, cfg.model, len(classes), cfg.resume, classes)
     device = distributed.device(ddp, select_device(cfg))
-    run_dir = os.path.dirname(os.path.abspath(cfg.resume)) if resume is not None else \
-        distributed.broadcast(ddp, make_run_dir(cfg) if ddp.is_main else None)
+    # every check above passes before the first file of the run is written
+    run_dir = distributed.broadcast(ddp, open_run_dir(cfg, resume, len(classes)) if ddp.is_main else None)
     print('settings:\n' + '\n'.join(f'  {k} = {v!r}' for k, v in cfg.to_dict().items()))
     if ddp.is_main:
         write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
@@ -174,6 +258,7 @@ def fit(cfg):
         schedule.step_epoch(val['loss'])
         improved = val['acc'] > best_acc
         best_acc = max(best_acc, val['acc'])
+        ema_improved = trainer.update_best_ema(ema_val)
         row = {'epoch': epoch + 1, 'train_loss': train['loss'], 'train_acc': train['acc'], 'val_loss': val['loss'],
                'val_acc': val['acc'], 'lr': optimizer.param_groups[0]['lr'], 'seconds': round(train['seconds'], 2),
                'images_per_s': round(train['images'] / max(train['seconds'], 1e-9), 1)}
@@ -181,18 +266,17 @@ def fit(cfg):
             row.update(val_loss_ema=ema_val['loss'], val_acc_ema=ema_val['acc'])
         if not ddp.is_main:
             continue
-        with open(os.path.join(run_dir, 'metrics.jsonl'), 'a') as f:
-            f.write(json.dumps(row) + '\n')
+        # The epoch's files in an order that a kill anywhere leaves repairable (repair_run): its log rows, then
+        # last.pth -- the epoch counts from here -- then the best checkpoints, which can be rebuilt from last.pth.
+        checkpoint.append_line(os.path.join(run_dir, 'metrics.jsonl'), json.dumps(row))
         state = {'model': model.state_dict(), 'model_name': model.model_name, 'num_classes': len(classes),
                  'classes': list(classes), 'config': cfg.to_dict(), 'epoch': epoch, 'best_metric': best_acc,
                  'optimizer': optimizer.state_dict(), 'scheduler': schedule.state_dict(),
                  'version': checkpoint.VERSION, **trainer.state_dict()}
         if getattr(cfg, 'norm_stats', None):
             state['normalization'] = cfg.norm_stats
-        checkpoint.save(state, os.path.join(run_dir, 'last.pth'))
-        if improved:
-            checkpoint.save({k: v for k, v in state.items() if k != 'ema'}, os.path.join(run_dir, 'best_model.pth'))
-        ema_improved = trainer.save_best_ema(state, ema_val, run_dir)
+        checkpoint.save(state, os.path.join(run_dir, LAST))
+        save_best(run_dir, state, improved, ema_improved)
         vis.epoch(row, val, val_set, badlog.seen)
         print(f'epoch {epoch + 1}/{cfg.max_epoch}: train loss {train["loss"]:.4f} acc {train["acc"]:.4f} | '
               f'val loss {val["loss"]:.4f} acc {val["acc"]:.4f}{" (best)" if improved else ""} | '

@@ -16,6 +16,13 @@ def build_criterion(cfg, targets, num_classes):
     return build_loss(cfg, class_weights(counts, cfg.class_weight, cfg.cb_beta))
 
 
+def best_ema_state(state):
+    """What best_model_ema.pth holds: the EMA weights of a last.pth `state` as 'model', with their best metric."""
+    best = {k: v for k, v in state.items() if k not in ('ema', 'optimizer', 'scheduler')}
+    best.update(model=state['ema'], best_metric=state['best_ema_metric'], ema_weights=True)
+    return best
+
+
 def steps_per_epoch(batches, cfg):
     """Optimizer steps in an epoch of `batches` batches (the last partial accumulation steps too)."""
     return math.ceil(batches / cfg.accum_steps)
@@ -83,8 +90,7 @@ class Trainer:
         if self.vis is not None:
             self.vis.plot('lr (per step)', lr, x)
         if self.run_dir:
-            with open(os.path.join(self.run_dir, 'lr.csv'), 'a') as f:
-                f.write(f'{self.step_count},{x:.4f},{lr:.6g}\n')
+            checkpoint.append_line(os.path.join(self.run_dir, 'lr.csv'), f'{self.step_count},{x:.4f},{lr:.6g}')
 
     def evaluate_ema(self, evaluate, loader, criterion, device, badlog):
         """Validation metrics of the averaged weights (None without EMA)."""
@@ -92,9 +98,9 @@ class Trainer:
                                                       self.cfg)
 
     def state_dict(self):
-        """What a checkpoint needs to resume the EMA exactly."""
+        """What a checkpoint needs to resume the step count (lr.csv, EMA warmup) and the EMA exactly."""
         if self.ema is None:
-            return {}
+            return {'ema_step': self.step_count}
         return {'ema': self.ema.module.state_dict(), 'ema_step': self.step_count, 'best_ema_metric': self.best_ema}
 
     def load_state_dict(self, ckpt):
@@ -104,14 +110,11 @@ class Trainer:
             self.best_ema = ckpt.get('best_ema_metric', -1.0)
         self.step_count = ckpt.get('ema_step', self.step_count)
 
-    def save_best_ema(self, state, ema_val, run_dir):
-        """Write best_model_ema.pth (the EMA weights as 'model') when the EMA's validation accuracy improves."""
+    def update_best_ema(self, ema_val):
+        """True (and the new best recorded, for the checkpoint) when the EMA's validation accuracy improves."""
         if ema_val is None or ema_val['acc'] <= self.best_ema:
             return False
         self.best_ema = ema_val['acc']
-        best = {k: v for k, v in state.items() if k not in ('ema', 'optimizer', 'scheduler')}
-        best.update(model=self.ema.module.state_dict(), best_metric=self.best_ema, ema_weights=True)
-        checkpoint.save(best, os.path.join(run_dir, 'best_model_ema.pth'))
         return True
 
     def report(self, best_acc, run_dir):

@@ -1,0 +1,375 @@
+"""Fault injection: kill -9 a small training at every kind of moment, resume it, and check that nothing is lost.
+
+    python benchmarks/faults.py                  # SqueezeNet, 32 px, 3 epochs with --ema; a few minutes on 2 cores
+
+Each kill point is its own trial: a fresh run is killed there (SIGKILL), every checkpoint left must load with
+weights_only=True, then `train --resume=<run>/last.pth` finishes it, and the run must hold no temporary file,
+one metrics.jsonl row per epoch, one lr.csv row per step, best checkpoints whose best_metric is the one in
+last.pth, and final weights (and best checkpoints) equal to those of an uninterrupted run. The points cover
+every kind of moment from the first last.pth on (before it there is nothing to resume: the run starts again).
+It prints "faults survived: k / N". Then: two runs started in the same second, a read-only and a full
+--checkpoint-dir (tmpfs mounts: run as root), a disk that fills up mid-run, and the dashboard server killed
+mid-run.
+
+How a kill lands on an exact write: each training is `main.main(['train', ...])` in a process forked from a
+server that imported the toolkit once (multiprocessing's forkserver: no 8 s of imports per run on 2 busy
+cores). Before it starts, the process installs an audit hook (sys.addaudithook, a feature of Python; the
+toolkit itself has no test hook) that sees the run's appends to lr.csv and metrics.jsonl, the creation of each
+temporary checkpoint (.tmp-*.pth) and its rename, counts them, and SIGKILLs its own process at the chosen one
+('during': a thread kills once the temporary file has bytes in it, i.e. inside the checkpoint write; if the
+write ends first, the kill lands at its rename and the trial says so).
+"""
+import argparse
+import glob
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tests'))
+
+PRELOAD = ['torch', 'torchvision', 'timm', 'timm.utils', 'visdom', 'main', 'utils.engine']
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+_context = None
+
+
+def install_kill_hook(at, mode='before', log=None):
+    """Audit hook of the training process: count the run's writes (appends to lr.csv / metrics.jsonl, creation and
+    rename of a temporary checkpoint), name each in the file `log`, and SIGKILL this process at write number `at`
+    (0: never) -- before it happens, or with mode 'during' once its temporary checkpoint has bytes in it."""
+    log = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if log else None  # os.write: not audited
+    count = 0
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch(path):
+        while True:
+            try:
+                if os.path.getsize(path) > 0:
+                    die()
+            except OSError:
+                pass
+            time.sleep(0.0002)
+
+    def label(event, args):
+        if event == 'open' and isinstance(args[0], str):
+            name = os.path.basename(args[0])
+            if name in ('lr.csv', 'metrics.jsonl') and args[1] == 'a':
+                return name
+            if name.startswith('.tmp-') and name.endswith('.pth'):
+                return 'tmp'
+        if event == 'os.rename' and os.path.basename(str(args[0])).startswith('.tmp-'):
+            return 'save ' + os.path.basename(str(args[1]))
+        return None
+
+    def hook(event, args):
+        nonlocal count
+        what = label(event, args)
+        if what is None:
+            return
+        count += 1
+        if log is not None:
+            os.write(log, (what + '\n').encode())
+        if count == at and mode == 'during':
+            threading.Thread(target=watch, args=(args[0],), daemon=True).start()
+        elif count == at or (mode == 'during' and count == at + 1):  # 'during' whose write ended first
+            die()
+
+    sys.addaudithook(hook)
+
+
+def _child(argv, cwd, at, mode, log, out, err):
+    for fd, path in ((1, out), (2, err)):
+        os.dup2(os.open(path, os.O_WRONLY), fd)
+    os.chdir(cwd)
+    import tqdm
+    tqdm.tqdm.set_lock(threading.RLock())  # not tqdm's default multiprocessing lock, which a kill would leak
+    install_kill_hook(at, mode, log)
+    import main
+    sys.exit(main.main(argv))
+
+
+class Train:
+    """`python main.py train ARGS` in a process forked from a server that imported the toolkit once; `at` > 0 kills
+    it at that write (see install_kill_hook)."""
+
+    def __init__(self, args, cwd, at=0, mode='before', log=None):
+        global _context
+        if _context is None:
+            _context = multiprocessing.get_context('forkserver')
+            _context.set_forkserver_preload(PRELOAD)
+        self.out, self.err = (tempfile.mkstemp(prefix='faults-', suffix=s) for s in ('.out', '.err'))
+        self.args = ['train', *args]
+        self.proc = _context.Process(target=_child, args=(self.args, str(cwd), at, mode, log, self.out[1],
+                                                          self.err[1]))
+        self.proc.start()
+
+    def running(self):
+        return self.proc.is_alive()
+
+    def wait(self):
+        """The finished run as a CompletedProcess (returncode -9 when killed)."""
+        self.proc.join()
+        texts = []
+        for fd, path in (self.out, self.err):
+            os.close(fd)
+            texts.append(Path(path).read_text(errors='replace'))
+            os.remove(path)
+        return subprocess.CompletedProcess(self.args, self.proc.exitcode, *texts)
+
+
+def train(args, cwd, at=0, mode='before', log=None):
+    """Run `train ARGS` to its end (or to the kill at write `at`); the CompletedProcess."""
+    return Train(args, cwd, at, mode, log).wait()
+
+
+def kill_points(events):
+    """(1-based event index, mode, description) for every kind of moment in the recorded write sequence of a run,
+    from its first last.pth on (a run killed before has nothing to resume: it starts again)."""
+    points, epoch, rows = [], 1, []
+    for i, what in enumerate(events, 1):
+        if what == 'lr.csv':
+            rows.append(i)
+        elif what == 'metrics.jsonl':
+            if epoch > 1:
+                points.append((rows[0], 'before', f'epoch {epoch}: first step, after epoch {epoch - 1} was saved'))
+            mid = len(rows) // 2
+            points.append((rows[mid], 'before', f'epoch {epoch}: mid-epoch, before step row {mid + 1}'))
+            points.append((i, 'before', f'epoch {epoch}: trained and validated, before its metrics row'))
+            epoch, rows = epoch + 1, []
+        elif what == 'tmp':
+            target, after = events[i][len('save '):], events[i - 2]
+            before = 'the metrics row' if after == 'metrics.jsonl' else after[len('save '):]
+            points += [(i, 'before', f'epoch {epoch - 1}: after {before}, before {target}'),
+                       (i, 'during', f'epoch {epoch - 1}: inside the write of {target}'),
+                       (i + 1, 'before', f'epoch {epoch - 1}: {target} complete in its temporary, not renamed')]
+    first = events.index('save last.pth') + 1
+    return [p for p in points if p[0] > first]
+
+
+def load(path):
+    import torch
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def same_tensors(a, b):
+    import torch
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def checkpoints_load(run_dir):
+    """Problems with the checkpoints a kill left (each must load with weights_only=True)."""
+    problems = []
+    for path in glob.glob(os.path.join(run_dir, '*.pth')):
+        try:
+            load(path)
+        except Exception as e:  # noqa: BLE001 -- any failure to load is the finding
+            problems.append(f'{os.path.basename(path)} does not load: {type(e).__name__}')
+    return problems
+
+
+def check_run(run_dir, ref_dir):
+    """Problems of a finished run compared with the uninterrupted reference run (empty list: consistent)."""
+    problems = checkpoints_load(run_dir)
+    stray = [n for n in os.listdir(run_dir) if n.startswith('.tmp-') or n.endswith('.tmp')]
+    if stray:
+        problems.append(f'temporaries left: {stray}')
+
+    def same(what, read, equal=lambda a, b: a == b):
+        try:
+            if not equal(read(run_dir), read(ref_dir)):
+                problems.append(f'{what} differ from the uninterrupted run')
+        except Exception as e:  # noqa: BLE001 -- a missing or unreadable file is a finding, not a crash
+            problems.append(f'{what}: {type(e).__name__}: {e}')
+
+    timing = ('seconds', 'images_per_s')
+    same('metrics.jsonl rows', lambda d: [{k: v for k, v in json.loads(line).items() if k not in timing}
+                                          for line in open(os.path.join(d, 'metrics.jsonl'))])
+    same('lr.csv rows', lambda d: open(os.path.join(d, 'lr.csv')).read())
+    for name, keys in (('last.pth', ('model', 'ema', 'best_metric', 'best_ema_metric')),
+                       ('best_model.pth', ('model', 'best_metric')), ('best_model_ema.pth', ('model', 'best_metric'))):
+        same(f'{name} weights and best_metric', lambda d: [load(os.path.join(d, name))[k] for k in keys],
+             lambda a, b: all(same_tensors(x, y) if isinstance(x, dict) else x == y for x, y in zip(a, b)))
+    try:  # and within the run: the best files hold the best metric that last.pth counts
+        last = load(os.path.join(run_dir, 'last.pth'))
+        for name, key in (('best_model.pth', 'best_metric'), ('best_model_ema.pth', 'best_ema_metric')):
+            if load(os.path.join(run_dir, name))['best_metric'] != last[key]:
+                problems.append(f'{name}: best_metric is not the {key} of last.pth')
+    except Exception as e:  # noqa: BLE001
+        problems.append(f'best_metric: {type(e).__name__}: {e}')
+    return problems
+
+
+def one_line_error(res, *texts, only=True):
+    """Problems unless `res` failed with exit 2, no traceback, and a last stderr line containing every text (with
+    `only`, the one line on stderr: the run stopped before its progress bars)."""
+    lines = res.stderr.strip().splitlines()
+    if (res.returncode == 2 and lines and all(t in lines[-1] for t in texts) and 'Traceback' not in res.stderr
+            and (len(lines) == 1 or not only)):
+        return []
+    return [f'exit {res.returncode}, stderr: {" | ".join(lines[-3:])}']
+
+
+def mount_tmpfs(folder, options):
+    """Mount a tmpfs at `folder`; None when this machine does not allow it (not root, no mount)."""
+    os.makedirs(folder, exist_ok=True)
+    res = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(folder)], capture_output=True,
+                         text=True)
+    return None if res.returncode else folder
+
+
+def report(name, problems):
+    print(f'  {"ok  " if not problems else "FAIL"} {name}' + ''.join(f'\n         {p}' for p in problems), flush=True)
+    return not problems
+
+
+def extras(work, common, ref_dir):
+    """The other faults: same-second start, read-only and full folders, disk full mid-run, dashboard killed."""
+    from utils.dashboard import free_port
+    from utils.visualize import server_up
+    results = []
+
+    problems = ['the two runs never started in the same second (3 tries)']
+    for attempt in range(3):
+        folder = work / f'same-{attempt}'
+        time.sleep(1 - time.time() % 1)  # both start at the top of a second
+        procs = [Train([f'--checkpoint-dir={folder}', *common], work) for _ in range(2)]
+        codes = [p.wait().returncode for p in procs]
+        dirs = sorted(os.listdir(folder)) if folder.exists() else []
+        if len(dirs) == 2 and dirs[1] != dirs[0] + '-2':
+            continue  # different seconds: no collision to survive; try again
+        problems = [f'exit codes {codes}'] if codes != [0, 0] else []
+        problems += [] if len(dirs) == 2 else [f'run directories {dirs}']
+        for d in dirs:
+            problems += check_run(folder / d, ref_dir)
+        name = f'two runs started in the same second -> {" and ".join(dirs)}'
+        break
+    else:
+        name = 'two runs started in the same second'
+    results.append(report(name, problems))
+
+    ro = mount_tmpfs(work / 'readonly', 'ro,size=1m')
+    if ro is None:
+        print('  skip read-only --checkpoint-dir: mounting a tmpfs is not permitted here (run as root)')
+    else:
+        res = train([f'--checkpoint-dir={ro}', *common], work)
+        subprocess.run(['umount', str(ro)])
+        results.append(report('read-only --checkpoint-dir: one line before any work',
+                              one_line_error(res, str(ro), 'cannot write') +
+                              (['training started'] if 'settings:' in res.stdout else [])))
+
+    small = mount_tmpfs(work / 'small', 'size=2m')
+    if small is not None:
+        res = train([f'--checkpoint-dir={small}', *common], work)
+        left = os.listdir(small)
+        subprocess.run(['umount', str(small)])
+        results.append(report('2 MiB --checkpoint-dir: one line before any work, nothing written',
+                              one_line_error(res, str(small), 'MiB free') + ([f'left {left}'] if left else [])))
+
+    last_size = os.path.getsize(ref_dir / 'last.pth')
+    full = mount_tmpfs(work / 'full', f'size={3 * last_size + 2 ** 20}')
+    if full is not None:
+        proc = Train([f'--checkpoint-dir={full}', '--run-name=r', *common], work)
+        last = full / 'r' / 'last.pth'
+        while not last.exists() and proc.running():
+            time.sleep(0.01)
+        with open(full / 'filler', 'wb') as f:  # another program fills the disk
+            try:
+                while True:
+                    f.write(b'\0' * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        res = proc.wait()
+        problems = one_line_error(res, str(full / 'r'), 'MiB free in', only=False) + checkpoints_load(full / 'r')
+        stray = [n for n in os.listdir(full / 'r') if n.startswith('.tmp-')]
+        problems += [f'temporaries left: {stray}'] if stray else []
+        os.remove(full / 'filler')
+        res = train([f'--resume={last}'], work)
+        problems += [f'resume after making room: exit {res.returncode}'] if res.returncode else check_run(full / 'r',
+                                                                                                      ref_dir)
+        subprocess.run(['umount', str(full)])
+        results.append(report('disk full mid-run: one line, last.pth intact; resumed after making room',
+                              problems))
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / 'main.py'), 'dashboard', f'--port={port}',
+                               f'--vis-env-path={work / "visdom"}'], cwd=work, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not server_up('http://127.0.0.1', port) and time.time() < deadline and server.poll() is None:
+        time.sleep(0.2)
+    if not server_up('http://127.0.0.1', port):
+        os.killpg(server.pid, signal.SIGKILL)
+        print('  skip dashboard killed mid-run: the server did not start (python main.py dashboard)')
+        return results
+    args = [a for a in common if a != '--vis=false']
+    proc = Train([f'--checkpoint-dir={work / "dash"}', '--run-name=d', '--env=faults', f'--vis-port={port}', *args],
+                 work)
+    while not (work / 'dash' / 'd' / 'last.pth').exists() and proc.running():
+        time.sleep(0.01)
+    os.killpg(server.pid, signal.SIGKILL)  # the dashboard and the visdom server it started
+    res = proc.wait()
+    problems = [f'exit {res.returncode}: {res.stderr.strip().splitlines()[-1:]}'] if res.returncode else []
+    warnings = (res.stdout + res.stderr).count('warning:')
+    problems += [] if warnings == 1 else [f'{warnings} warnings']
+    problems += [] if res.returncode else check_run(work / 'dash' / 'd', ref_dir)
+    results.append(report('dashboard server killed mid-run: the run finishes with one warning', problems))
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--epochs', type=int, default=3)
+    parser.add_argument('--work', default='', help='working folder (default: a new temporary one, removed after)')
+    args = parser.parse_args()
+    from conftest import write_class_folders
+    work = Path(args.work or tempfile.mkdtemp(prefix='faults-')).resolve()
+    write_class_folders(work / 'data' / 'train', ['a', 'b', 'c'], 10)
+    common = [f'--train-data-root={work / "data" / "train"}', '--model=SqueezeNet', '--image-size=32',
+              f'--max-epoch={args.epochs}', '--batch-size=8', '--num-workers=0', '--vis=false', '--ema']
+    start = time.time()
+    log = work / 'events.txt'
+    res = train([f'--checkpoint-dir={work / "runs"}', '--run-name=ref', *common], work, log=str(log))
+    assert res.returncode == 0, res.stderr[-2000:]
+    ref_dir = work / 'runs' / 'ref'
+    events = log.read_text().splitlines()
+    points = kill_points(events)
+    print(f'reference run: {time.time() - start:.0f} s, {len(events)} writes; {len(points)} kill points', flush=True)
+
+    survived = 0
+    for n, (at, mode, what) in enumerate(points, 1):
+        run_dir = work / 'runs' / f'k{n}'
+        res = train([f'--checkpoint-dir={work / "runs"}', f'--run-name=k{n}', *common], work, at, mode)
+        problems = [] if res.returncode == -signal.SIGKILL else [f'not killed: exit {res.returncode}']
+        tmps = glob.glob(str(run_dir / '.tmp-*.pth'))
+        if mode == 'during' and tmps:
+            try:
+                load(tmps[0])
+                what += ' (the write ended first: killed at its rename)'
+            except Exception:  # noqa: BLE001 -- a cut-short temporary is what this point is for
+                what += f' (temporary cut at {os.path.getsize(tmps[0])} bytes)'
+        problems += checkpoints_load(run_dir)
+        res = train([f'--resume={run_dir / "last.pth"}'], work)
+        problems += [f'resume: exit {res.returncode}: {res.stderr.strip().splitlines()[-1:]}'] if res.returncode \
+            else check_run(run_dir, ref_dir)
+        survived += report(f'kill {n:2d}: {what}', problems)
+    print(f'faults survived: {survived} / {len(points)}  ({time.time() - start:.0f} s)', flush=True)
+    others = extras(work, common, ref_dir)
+    print(f'other faults handled: {sum(others)} / {len(others)}  (total {time.time() - start:.0f} s)')
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
