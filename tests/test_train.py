@@ -131,16 +131,13 @@ def test_a_checkpoint_for_other_classes_is_refused_by_name(tiny_data, tmp_path):
     assert res.returncode == 2 and "classes the model was not trained on: ['cat', 'dog']" in res.stderr
 
 
-def test_help_lists_commands_settings_and_models_fast_without_torch():
-    start = time.time()
+def test_help_lists_commands_settings_and_models_without_importing_torch():
     res = subprocess.run([sys.executable, '-X', 'importtime', os.path.join(ROOT, 'main.py'), 'help'],
                          capture_output=True, text=True)
-    elapsed = time.time() - start
     assert res.returncode == 0
     for text in ('train', 'testforacc', '--lr=0.001', '--use-gpu=False', 'ResNeSt50', 'e.g. python main.py'):
         assert text in res.stdout
     assert ' torch' not in res.stderr  # -X importtime lists every imported module on stderr
-    assert elapsed < 3  # generous for a loaded CI machine; about 0.3 s here
 
 
 def test_resume_with_a_longer_max_epoch_stretches_the_onecycle_schedule(tiny_data, tmp_path):
