@@ -236,24 +236,49 @@ def test_pseudo_never_writes_into_the_source_folder(trained):
     assert tree(source) == before
 
 
-def test_hard_lists_misclassified_images_and_upsample_adds_region_cropped_copies(trained):
-    from utils import hard
+def test_hard_lists_name_exactly_the_images_the_checkpoint_gets_wrong(trained):
+    import torch
+    from data.transforms import eval_transform
+    from utils import engine, hard
     tmp, ckpt = trained
     written = hard.find(config.parse(load_path=ckpt, num_workers=0))
-    rows = manifest.read(written['train'], allow_empty=True)
-    assert all(r['label'] != r['predicted'] for r in rows)
-    cfg = config.parse(**FAST, manifest=str(tmp / 'data' / 'split.csv'))
-    plain, _ = loaders.build_train_val(cfg)
-    hard_rows = [{'path': p, 'label': plain.classes[t]} for p, t in plain.samples[:3]]
-    listed = manifest.write(str(tmp / 'hard_list.csv'), hard_rows)
-    cfg = config.parse(**FAST, manifest=str(tmp / 'data' / 'split.csv'), upsample_hard=2, hard_list=listed)
-    up, _ = loaders.build_train_val(cfg)
-    assert isinstance(up, UpsampledDataset) and len(up) == len(plain) + 6
-    assert up.targets[len(plain):] == [t for _, t in plain.samples[:3]] * 2
+    model, cfg, saved, _ = engine.load_for_eval(config.parse(load_path=ckpt, num_workers=0))
+    transform = eval_transform(cfg, cfg.image_size)
+    split = manifest.read(str(tmp / 'data' / 'split.csv'))
+    for name in ('train', 'val'):
+        rows = [r for r in split if r['split'] == name]
+        with torch.no_grad():
+            logits = model.eval()(torch.stack([transform(Image.open(r['path']).convert('RGB')) for r in rows]))
+        wrong = {os.path.abspath(r['path']): (r['label'], saved['classes'][p])
+                 for r, p in zip(rows, logits.argmax(1).tolist()) if saved['classes'][p] != r['label']}
+        listed = manifest.read(written[name], allow_empty=True)
+        assert wrong and {os.path.abspath(r['path']): (r['label'], r['predicted']) for r in listed} == wrong
+        assert len(listed) == len(wrong)
+
+
+def test_upsample_hard_adds_region_cropped_copies_of_the_listed_training_images(tmp_path):
+    from conftest import crop_box, gradient_image
+    from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from utils.panes import unnormalize
+    write_class_folders(tmp_path / 'train', ['a', 'b'], 6)
+    cfg = dict(FAST, train_data_root=str(tmp_path / 'train'))
+    plain, _ = loaders.build_train_val(config.parse(**cfg))
+    hard_samples = [plain.samples[0], plain.samples[-1]]  # one of each class, made gradients to find crops in
+    for path, _ in hard_samples:
+        gradient_image(32).save(path)
+    listed = manifest.write(str(tmp_path / 'hard.csv'), [{'path': p, 'label': plain.classes[t]}
+                                                         for p, t in hard_samples])
+    up, _ = loaders.build_train_val(config.parse(**cfg, upsample_hard=3, hard_list=listed))
+    n = len(plain)
+    assert isinstance(up, UpsampledDataset) and len(up) == n + 6 and up.samples[:n] == plain.samples
+    assert up.targets[n:] == [t for _, t in hard_samples] * 3
     import torch
     torch.manual_seed(0)
-    a, b = up[len(plain)][0], up[len(plain) + 3][0]  # two copies of the same image, two random regions
-    assert a.shape == plain[0][0].shape and not torch.equal(a, b)
+    # the copies are, today, region crops through ImageNet's normalisation
+    copies = [unnormalize(up[k][0][None], IMAGENET_MEAN, IMAGENET_STD)[0].transpose(1, 2, 0) for k in range(n, n + 6)]
+    boxes = [crop_box(copy, gradient_image(32)) for copy in copies]
+    assert None not in boxes, boxes
+    assert all(0.4 * 0.9 <= h * w / 32 ** 2 <= 1 for _, _, h, w in boxes) and len(set(boxes)) > 3
 
 
 def test_class_distribution_bar_chart_reaches_a_running_dashboard(tmp_path):
