@@ -67,6 +67,15 @@ def tiny_data(tmp_path):
 
 
 FAST = dict(max_epoch=1, batch_size=8, num_workers=0, vis=False, model='SqueezeNet', image_size=32)
+# One epoch of this on `learnable_data` reaches validation accuracy 1.0 (9 of 9) at seeds 0-3, read from the
+# files or from the RAM cache; SqueezeNet does not learn it reliably in a few epochs (a class can stay dead).
+LEARNS = dict(FAST, model='ResNet34')
+
+
+@pytest.fixture
+def learnable_data(tmp_path):
+    """A train folder of 3 classes x 20 images (9 held out for validation), the same pattern as tiny_data."""
+    return write_class_folders(tmp_path / 'learn', ['00000', '00001', '00002'], 20)
 
 
 def run_cli(*args, cwd=ROOT, timeout=300):
