@@ -1,4 +1,4 @@
-"""BasicModule: a classifier network with a named final layer, save/load, and pretrained-weight loading."""
+"""BasicModule: a classifier network with a named final layer and pretrained-weight loading."""
 import torch
 from torch import nn
 
@@ -30,18 +30,6 @@ class BasicModule(nn.Module):
         for part in self.head_path.split('.'):
             module = module[int(part)] if part.isdigit() else getattr(module, part)
         return module
-
-    def save(self, path, **extra):
-        """Write a checkpoint dict (model state, name, class count, plus `extra`) atomically."""
-        checkpoint.save({'model': self.state_dict(), 'model_name': self.model_name,
-                         'num_classes': self.num_classes, **extra}, path)
-
-    def load(self, path, map_location='cpu'):
-        """Load a checkpoint written by `save`; a checkpoint of another model or class count is refused."""
-        ckpt = checkpoint.load(path, map_location)
-        checkpoint.check_compatible(ckpt, self.model_name, self.num_classes, path)
-        self.load_state_dict(ckpt['model'])
-        return ckpt
 
     def load_pretrained(self, path):
         """Start from a local weights file (plain state_dict, or a dict holding one under 'model' /

@@ -130,14 +130,28 @@ def test_training_images_show_the_first_batch_un_normalised(client, live_run):
     assert 'un-normalised' in content['caption']
 
 
-def test_worst_misclassified_images_are_captioned_true_and_predicted(client, live_run):
-    content = window(client, WIN['worst'])
-    if content['type'] == 'text':
-        assert 'no misclassified' in content['content']
-        return
-    pairs = content['content']['caption'].split(': ', 1)[1].split(', ')
-    assert pairs and all(p.split('->')[0] != p.split('->')[1] for p in pairs)
-    assert len(pairs) == round((1 - rows(live_run)[-1]['val_acc']) * 6)
+def test_worst_misclassified_are_the_val_images_with_the_lowest_true_class_probability(client, live_run):
+    import torch
+    from data import loaders
+    from data.transforms import eval_transform
+    model, cfg, _, _ = engine.load_for_eval(config.parse(load_path=os.path.join(live_run, 'last.pth'),
+                                                         num_workers=0))
+    _, _, val = loaders.train_val_samples(loaders.resolve_roots(cfg))
+    pixels = [np.asarray(Image.open(path).convert('RGB')) for path, _ in val]
+    with torch.no_grad():  # the model after the last epoch, which the pane shows
+        logits = model.eval()(torch.stack([eval_transform(cfg, cfg.image_size)(Image.fromarray(p)) for p in pixels]))
+    probs, targets = torch.softmax(logits, 1).numpy(), np.array([t for _, t in val])
+    order = np.argsort(probs[np.arange(len(val)), targets], kind='stable')
+    wrong = [i for i in order if probs[i].argmax() != targets[i]]
+    assert len(wrong) == round((1 - rows(live_run)[-1]['val_acc']) * len(val)) > 0, 'no mistake to show'
+    content = window(client, WIN['worst'])['content']
+    assert content['caption'] == 'true->predicted, worst first: ' + ', '.join(
+        f'{CLASSES[targets[i]]}->{CLASSES[probs[i].argmax()]}' for i in wrong)
+    grid = decode(content['src'])
+    for k, i in enumerate(wrong):  # visdom's grid: 8 a row, 2 px padding; a tile is the image at 96 px + 2 text lines
+        top, left = k // 8 * (96 + 26 + 4) + 3, k % 8 * (96 + 4) + 3
+        shown = grid[top:top + 96, left:left + 96, :3].astype(int)
+        assert np.abs(shown - pixels[i].repeat(3, 0).repeat(3, 1)).max() <= 1, f'tile {k} is not image {i}'
 
 
 def test_text_pane_holds_the_config_and_one_line_per_epoch(client, live_run):

@@ -268,24 +268,24 @@ def test_pseudo_never_labels_validation_or_test_images_found_by_path_or_content(
     assert '9 excluded as validation / test images' in capsys.readouterr().out
 
 
-def test_hard_lists_misclassified_images_and_upsample_adds_region_cropped_copies(trained):
-    from utils import hard
+def test_hard_lists_name_exactly_the_images_the_checkpoint_gets_wrong(trained):
+    import torch
+    from data.transforms import eval_transform
+    from utils import engine, hard
     tmp, ckpt = trained
     written = hard.find(config.parse(load_path=ckpt, num_workers=0))
-    rows = manifest.read(written['train'], allow_empty=True)
-    assert all(r['label'] != r['predicted'] for r in rows)
-    cfg = config.parse(**FAST, manifest=str(tmp / 'data' / 'split.csv'))
-    plain, _ = loaders.build_train_val(cfg)
-    hard_rows = [{'path': p, 'label': plain.classes[t]} for p, t in plain.samples[:3]]
-    listed = manifest.write(str(tmp / 'hard_list.csv'), hard_rows)
-    cfg = config.parse(**FAST, manifest=str(tmp / 'data' / 'split.csv'), upsample_hard=2, hard_list=listed)
-    up, _ = loaders.build_train_val(cfg)
-    assert isinstance(up, UpsampledDataset) and len(up) == len(plain) + 6
-    assert up.targets[len(plain):] == [t for _, t in plain.samples[:3]] * 2
-    import torch
-    torch.manual_seed(0)
-    a, b = up[len(plain)][0], up[len(plain) + 3][0]  # two copies of the same image, two random regions
-    assert a.shape == plain[0][0].shape and not torch.equal(a, b)
+    model, cfg, saved, _ = engine.load_for_eval(config.parse(load_path=ckpt, num_workers=0))
+    transform = eval_transform(cfg, cfg.image_size)
+    split = manifest.read(str(tmp / 'data' / 'split.csv'))
+    for name in ('train', 'val'):
+        rows = [r for r in split if r['split'] == name]
+        with torch.no_grad():
+            logits = model.eval()(torch.stack([transform(Image.open(r['path']).convert('RGB')) for r in rows]))
+        wrong = {os.path.abspath(r['path']): (r['label'], saved['classes'][p])
+                 for r, p in zip(rows, logits.argmax(1).tolist()) if saved['classes'][p] != r['label']}
+        listed = manifest.read(written[name], allow_empty=True)
+        assert wrong and {os.path.abspath(r['path']): (r['label'], r['predicted']) for r in listed} == wrong
+        assert len(listed) == len(wrong)
 
 
 def _upsampled(tmp_path, **kw):

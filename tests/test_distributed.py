@@ -7,7 +7,9 @@ from collections import Counter
 import torch
 from torch.utils.data import RandomSampler, WeightedRandomSampler
 
+import config
 from conftest import ROOT, write_class_folders
+from data.samplers import build_sampler
 from utils.distributed import ShardedSampler
 
 
@@ -42,7 +44,22 @@ def test_sharded_weighted_sampler_keeps_classes_balanced_over_both_ranks():
     assert all(abs(per_class[c] - 1000 / 3) < 60 for c in range(3)), per_class  # unweighted: 600 / 300 / 100
 
 
-def test_torchrun_two_cpu_ranks_train_identical_weights_one_checkpoint_one_log_balanced(tmp_path):
+def test_sharded_imbalanced_sampler_draws_one_stream_across_ranks_whatever_their_global_rng():
+    targets = [0] * 600 + [1] * 300 + [2] * 100
+    cfg = config.parse(sampler='imbalanced')  # torchsampler's, which draws from torch's global generator
+
+    def shard(rank, world):
+        torch.manual_seed(100 + rank)  # each process's global generator is in its own state
+        g = torch.Generator().manual_seed(0)
+        return list(ShardedSampler(build_sampler(targets, cfg, g), rank, world, generator=g))
+
+    whole = shard(0, 1)
+    assert [i for pair in zip(shard(0, 2), shard(1, 2)) for i in pair] == whole  # the ranks interleave to it
+    per_class = Counter(targets[i] for i in whole)
+    assert all(abs(per_class[c] - 1000 / 3) < 60 for c in range(3)), per_class
+
+
+def test_torchrun_two_cpu_ranks_train_identical_weights_on_disjoint_halves_one_checkpoint_one_log(tmp_path):
     train = tmp_path / 'train'
     for name, n in (('a', 24), ('b', 8), ('c', 4)):  # imbalanced 6 : 2 : 1
         write_class_folders(train, [name], n, seed=len(name) + n)
@@ -67,9 +84,9 @@ def test_torchrun_two_cpu_ranks_train_identical_weights_one_checkpoint_one_log_b
     saved = torch.load(run / 'last.pth', weights_only=True)['model']
     assert all(torch.equal(v, ranks[0]['state'][k]) for k, v in saved.items())
 
-    labels = [ranks[0]['labels'], ranks[1]['labels']]
-    assert len(labels[0]) == len(labels[1]) > 0
-    per_class = Counter(labels[0] + labels[1])
-    total = sum(per_class.values())
-    # 2 epochs x 30 training images (6 held out), 1/3 each; unbalanced 20 : 7 : 3
-    assert all(abs(per_class[c] - total / 3) <= 0.25 * total for c in range(3)), per_class
+    # 36 images less 6 held out: in each epoch the ranks draw disjoint halves of the 30 training images
+    first, second = ranks[0]['epochs'], ranks[1]['epochs']
+    assert len(first) == len(second) == 2
+    for mine, theirs in zip(first, second):
+        assert len(mine) == len(theirs) == 15 and sorted(mine + theirs) == list(range(30))
+    assert first[0] != first[1]  # reshuffled every epoch

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.fusion import fit_stacking, hard_vote, load_stacking, save_stacking, soft_vote, stack_predict
+from utils.fusion import fit_stacking, hard_vote, soft_vote, stack_predict
 
 A = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
 B = np.array([[0.2, 0.7, 0.1], [0.1, 0.5, 0.4]])
@@ -52,22 +52,3 @@ def test_stacking_learns_to_trust_the_member_that_is_always_right():
     meta, cv_acc = fit_stacking([wrong, noise, right], y)
     assert cv_acc == 1.0
     assert (stack_predict(meta, [wrong, noise, right]).argmax(axis=1) == y).all()
-
-
-def test_saved_stacking_predicts_identically(tmp_path):
-    y, right, wrong, noise = _members()
-    meta, _ = fit_stacking([wrong, noise, right], y)
-    path = tmp_path / "stack.npz"
-    save_stacking(meta, path)
-    np.load(path, allow_pickle=False).close()
-    loaded = load_stacking(path)
-    members = [wrong, noise, np.roll(noise, 1, axis=0)]
-    assert np.allclose(stack_predict(loaded, members), stack_predict(meta, members), atol=1e-12)
-
-
-def test_saved_binary_stacking_predicts_identically(tmp_path):
-    y, right, wrong, noise = _members(n_classes=2)
-    meta, _ = fit_stacking([noise, right], y)
-    save_stacking(meta, tmp_path / "s.npz")
-    loaded = load_stacking(tmp_path / "s.npz")
-    assert np.allclose(stack_predict(loaded, [noise, wrong]), stack_predict(meta, [noise, wrong]), atol=1e-12)

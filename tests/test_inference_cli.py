@@ -8,6 +8,9 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 import config
 import main
@@ -124,12 +127,25 @@ def test_ensemble_command_fuses_members_of_different_architectures_and_sizes(run
     stdout = capsys.readouterr().out
     for text in ('member SqueezeNet 32px', 'member AlexNet 48px', 'soft vote (weights 2, 1)', 'hard vote'):
         assert text in stdout
-    assert 'stacking' in stdout  # fitted or skipped, always said
     rows = read_csv(out)
     assert len(rows) == 12 and [r['path'] for r in rows] == sorted(r['path'] for r in rows)
     # each member runs at its own input size: the AlexNet member's probabilities are those predict gives
     cfg = config.parse(load_paths=[runs['a'], runs['b']], num_workers=0)
-    member = member_probabilities(cfg, runs['b'])
+    members = [member_probabilities(cfg, path) for path in (runs['a'], runs['b'])]
+    member = members[1]
+    # the stacking row: a logistic regression on the validation probabilities, cross-validated there
+    features = {split: np.concatenate([m[split]['probs'] for m in members], 1) for split in ('val', 'test')}
+    y_val, y_test = members[0]['val']['labels'], members[0]['test']['labels']
+    folds = min(5, np.bincount(y_val).min())
+    folded = cross_val_predict(LogisticRegression(max_iter=1000), features['val'], y_val,
+                               cv=StratifiedKFold(folds, shuffle=True, random_state=cfg.seed))
+    test_pred = LogisticRegression(max_iter=1000).fit(features['val'], y_val).predict(features['test'])
+    figures = [f'{100 * v:.2f}%' for v in ((folded == y_val).mean(), (test_pred == y_test).mean(),
+                                           f1_score(y_test, test_pred, average='macro', labels=range(3),
+                                                    zero_division=0))]
+    row = [line for line in stdout.splitlines() if line.startswith('stacking (')]
+    assert folds >= 2 and len(row) == 1
+    assert row[0].split() == ['stacking', '(logistic', 'regression,', f'{folds}-fold', 'CV', 'on', 'val)', *figures]
     pred = tmp_path / 'alex.csv'
     inference.predict(config.parse(load_path=runs['b'], data_root=str(runs['root'] / 'data' / 'test'),
                                    output=str(pred), num_workers=0))

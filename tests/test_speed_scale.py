@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import config
-from conftest import FAST
+from conftest import FAST, LEARNS
 from data import cache, loaders
 from utils import engine, fast
 
@@ -61,11 +61,11 @@ def test_amp_and_channels_last_settings_are_noops_on_the_cpu(tiny_data, tmp_path
     assert run_rows(plain) == run_rows(asked)
 
 
-def test_training_from_the_ram_cache_writes_checkpoints_and_metrics(tiny_data, tmp_path):
-    run_dir = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path),
-                                      run_name='cached', cache='ram', **FAST))
+def test_training_from_the_ram_cache_learns_and_writes_checkpoints_and_metrics(learnable_data, tmp_path):
+    run_dir = engine.fit(config.parse(train_data_root=str(learnable_data), checkpoint_dir=str(tmp_path),
+                                      run_name='cached', cache='ram', **LEARNS))
     assert os.path.exists(os.path.join(run_dir, 'best_model.pth'))
-    assert 0 <= run_rows(run_dir)[0]['val_acc'] <= 1
+    assert run_rows(run_dir)[0]['val_acc'] >= 0.75  # chance is 1/3; this run gets 9 of 9 right
 
 
 def test_unknown_amp_value_says_which_ones_exist():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import config
-from conftest import FAST, ROOT, run_cli, write_class_folders
+from conftest import FAST, LEARNS, ROOT, run_cli, write_class_folders
 from utils import engine
 
 
@@ -18,18 +18,18 @@ def fast_args(**extra):
     return [f'--{k.replace("_", "-")}={v}' for k, v in {**FAST, **extra}.items()]
 
 
-def test_one_epoch_writes_both_checkpoints_config_classes_and_metrics(tiny_data, tmp_path):
-    cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path / 'ck'),
-                       run_name='r', **FAST)
+def test_one_epoch_learns_and_writes_both_checkpoints_config_classes_and_metrics(learnable_data, tmp_path):
+    cfg = config.parse(train_data_root=str(learnable_data), checkpoint_dir=str(tmp_path / 'ck'), run_name='r',
+                       **LEARNS)
     run_dir = engine.fit(cfg)
     names = set(os.listdir(run_dir))
     assert {'best_model.pth', 'last.pth', 'config.json', 'classes.json', 'metrics.jsonl'} <= names
     ckpt = torch.load(os.path.join(run_dir, 'last.pth'), weights_only=True)
-    assert ckpt['model_name'] == 'SqueezeNet' and ckpt['classes'] == ['00000', '00001', '00002']
+    assert ckpt['model_name'] == 'ResNet34' and ckpt['classes'] == ['00000', '00001', '00002']
     assert ckpt['epoch'] == 0 and ckpt['num_classes'] == 3 and 'optimizer' in ckpt and 'scheduler' in ckpt
     assert json.load(open(os.path.join(run_dir, 'config.json')))['image_size'] == 32
     rows = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
-    assert len(rows) == 1 and 0 <= rows[0]['val_acc'] <= 1
+    assert len(rows) == 1 and rows[0]['val_acc'] >= 0.75  # chance is 1/3; this run gets 9 of 9 right
 
 
 def test_same_seed_same_data_gives_the_same_metrics(tiny_data, tmp_path):
@@ -149,16 +149,13 @@ def test_a_checkpoint_for_other_classes_is_refused_by_name(tiny_data, tmp_path):
     assert res.returncode == 2 and "classes the model was not trained on: ['cat', 'dog']" in res.stderr
 
 
-def test_help_lists_commands_settings_and_models_fast_without_torch():
-    start = time.time()
+def test_help_lists_commands_settings_and_models_without_importing_torch():
     res = subprocess.run([sys.executable, '-X', 'importtime', os.path.join(ROOT, 'main.py'), 'help'],
                          capture_output=True, text=True)
-    elapsed = time.time() - start
     assert res.returncode == 0
     for text in ('train', 'testforacc', '--lr=0.001', '--use-gpu=False', 'ResNeSt50', 'e.g. python main.py'):
         assert text in res.stdout
     assert ' torch' not in res.stderr  # -X importtime lists every imported module on stderr
-    assert elapsed < 3  # generous for a loaded CI machine; about 0.3 s here
 
 
 def test_resume_with_a_longer_max_epoch_stretches_the_onecycle_schedule(tiny_data, tmp_path):

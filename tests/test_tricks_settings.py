@@ -4,18 +4,20 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import config
 import models
-from conftest import FAST, write_class_folders
+from conftest import FAST, crop_box, gradient_image, write_class_folders
 from data import transforms
 from data.samplers import build_sampler
 from utils import engine, tricks
 from utils.losses import class_weights
 from utils.optim import build_optimizer, build_scheduler, warmup_cosine_factor
+from utils.panes import unnormalize
 
 LONG_TAIL = [0] * 800 + [1] * 160 + [2] * 40  # 20x imbalance
 
@@ -47,12 +49,56 @@ def test_class_weight_setting_reaches_the_loss():
     assert torch.allclose(joint.first.weight, class_weights([800, 160, 40], 'inverse'))
 
 
-@pytest.mark.parametrize('preset', config.choices()['augment'])
-def test_every_augment_preset_gives_a_normalised_tensor_of_the_image_size(preset):
-    cfg = config.parse(augment=preset, jitter=0.2, erasing=0.5, hflip=True)
-    img = Image.new('RGB', (40, 30), (200, 10, 90))
-    out = transforms.train_transform(cfg, 32)(img)
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+NOISE = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)  # every 40 x 40 window unique
+
+
+def augmented(preset, image, draws=12):
+    """`draws` outputs of the preset's training transform (no jitter, erasing or flip), un-normalised to HWC."""
+    cfg = config.parse(augment=preset, jitter=0, erasing=0)
+    transform = transforms.train_transform(cfg, image.width)
+    torch.manual_seed(0)
+    return [unnormalize(transform(image)[None], *transforms.norm_stats(cfg))[0].transpose(1, 2, 0)
+            for _ in range(draws)]
+
+
+def shifts(out, reach, mode):
+    """The offsets (dy, dx), each within +-reach, by which NOISE moved gives `out` (edges padded by `mode`)."""
+    n = len(NOISE)
+    padded = np.pad(NOISE, ((reach, reach), (reach, reach), (0, 0)), mode=mode).astype(int)
+    return [(reach - i, reach - j) for i in range(2 * reach + 1) for j in range(2 * reach + 1)
+            if np.abs(padded[i:i + n, j:j + n] - out).max() <= 1]
+
+
+def test_augment_none_leaves_the_image_as_resize_and_normalise_give_it():
+    assert all(shifts(out, 0, 'edge') == [(0, 0)] for out in augmented('none', Image.fromarray(NOISE)))
+
+
+def test_augment_basic_shifts_the_content_within_an_edge_padded_eighth():
+    moved = [shifts(out, 40 // 8, 'edge') for out in augmented('basic', Image.fromarray(NOISE))]
+    assert all(len(m) == 1 for m in moved)
+    assert len({m[0] for m in moved}) > 4  # a new offset per draw
+
+
+def test_augment_affine_translates_by_at_most_5_percent_filling_with_black():
+    moved = [shifts(out, 2, 'constant') for out in augmented('affine', Image.fromarray(NOISE))]  # 5 % of 40 px
+    assert all(len(m) == 1 for m in moved)
+    assert len({m[0] for m in moved}) > 4 and any(m[0] != (0, 0) for m in moved)
+
+
+def test_augment_resized_crops_60_to_100_percent_of_the_area_and_scales_it_back():
+    image = gradient_image(40)
+    boxes = [crop_box(out, image) for out in augmented('resized', image)]
+    assert None not in boxes
+    areas = [h * w / 40 ** 2 for _, _, h, w in boxes]
+    assert all(0.6 * 0.95 <= a <= 1 for a in areas) and min(areas) < 0.8  # up to the rounding of the box sides
+
+
+@pytest.mark.parametrize('preset', ['randaugment', 'trivialaugment'])
+def test_augment_policies_change_the_pixels_beyond_a_shift(preset):
+    outs = augmented(preset, Image.fromarray(NOISE), draws=20)
+    assert all(out.shape == NOISE.shape for out in outs)
+    changed = sum(not shifts(out, 40 // 8, 'edge') for out in outs)
+    assert changed >= 10, changed  # the policy's operation (a few of them are the identity or near it)
 
 
 def test_hflip_is_opt_in_and_flips():
@@ -64,12 +110,6 @@ def test_hflip_is_opt_in_and_flips():
     torch.manual_seed(1)
     flipped = {flip(img).getpixel((31, 0)) for _ in range(20)}
     assert (255, 255, 255) in flipped and (0, 0, 0) in flipped  # sometimes flipped, sometimes not
-
-
-def test_affine_preset_is_a_small_translation_only():
-    step = transforms.augment_steps(config.parse(augment='affine'), 32)[0]
-    assert isinstance(step, transforms.T.RandomAffine)
-    assert step.translate == (0.05, 0.05) and list(step.degrees) == [0.0, 0.0] and step.scale is None
 
 
 def test_dataset_normalisation_is_computed_once_cached_and_used(tmp_path):
@@ -236,12 +276,18 @@ def test_gradient_clipping_bounds_the_update():
     assert (model.weight - before).norm() <= 0.1 * 0.01 + 1e-6
 
 
-def test_ema_tracks_a_moving_average_of_the_weights():
-    model, _, trainer = _toy(ema=True)
-    for i in range(3):
-        trainer.backward(model(torch.randn(2, 4)).sum(), i, 3, 0)
-    assert not torch.equal(trainer.ema.module.weight, model.weight)
-    assert trainer.state_dict()['ema_step'] == 3
+def test_ema_is_the_moving_average_of_the_weights_with_timm_warmup():
+    model, _, trainer = _toy(ema=True)  # ema_decay=0.5
+    average = None
+    for step in range(1, 5):
+        trainer.backward(model(torch.randn(2, 4)).sum(), step - 1, 4, 0)
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # ModelEmaV3's warmup: decay 1 - step^(-2/3), capped at ema_decay (0, 0.37, then 0.5, 0.5)
+        decay = min(0.5, 1 - step ** (-2 / 3))
+        average = weights if average is None else {k: decay * average[k] + (1 - decay) * weights[k] for k in weights}
+        for k, v in trainer.ema.module.state_dict().items():
+            assert torch.allclose(v, average[k], atol=1e-6), (step, k)
+    assert not torch.equal(trainer.ema.module.weight, model.weight) and trainer.state_dict()['ema_step'] == 4
 
 
 def _fit(tmp_path, data, name, **kw):

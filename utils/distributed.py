@@ -134,22 +134,19 @@ class ShardedSampler(Sampler):
     takes the same number of steps (DDP needs that).
 
     The seed for an epoch comes from `generator` (reseeded by the training loop each epoch, identically on all
-    ranks) plus set_epoch(); the inner sampler's own generator and the global torch RNG are seeded from it
-    while it draws, so samplers that use either one agree across ranks.
+    ranks); the inner sampler's own generator and the global torch RNG are seeded from it while it draws, so
+    samplers that use either one agree across ranks.
     """
 
     def __init__(self, sampler, rank, world_size, generator=None, seed=0):
         self.sampler, self.rank, self.world_size = sampler, rank, world_size
-        self.generator, self.seed, self.epoch = generator, seed, 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+        self.generator, self.seed = generator, seed
 
     def __len__(self):
         return -(-len(self.sampler) // self.world_size)
 
     def _epoch_seed(self):
-        seed = self.seed + self.epoch
+        seed = self.seed
         if self.generator is not None:
             seed += int(torch.randint(2 ** 62, (), generator=self.generator))
         return seed

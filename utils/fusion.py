@@ -53,39 +53,5 @@ def fit_stacking(member_probs_val, y_val, folds=5, seed=0):
 
 
 def stack_predict(meta, member_probs):
-    """Class probabilities of the meta-learner (fitted or loaded) for the members' probabilities."""
+    """Class probabilities of the fitted meta-learner for the members' probabilities."""
     return meta.predict_proba(_features(member_probs))
-
-
-class StackingHead:
-    """A logistic-regression meta-learner rebuilt from plain arrays; predicts as sklearn does."""
-
-    def __init__(self, coef, intercept, classes):
-        self.coef_, self.intercept_, self.classes_ = coef, intercept, classes
-
-    def decision_function(self, X):
-        scores = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
-        return scores.ravel() if scores.shape[1] == 1 else scores
-
-    def predict_proba(self, X):
-        scores = self.decision_function(X)
-        if scores.ndim == 1:  # binary: sklearn keeps one logit for the positive class
-            p = 1.0 / (1.0 + np.exp(-scores))
-            return np.stack([1 - p, p], axis=1)
-        scores = scores - scores.max(axis=1, keepdims=True)
-        e = np.exp(scores)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-
-def save_stacking(meta, path):
-    """Write the meta-learner as plain arrays (.npz, no pickle)."""
-    np.savez(path, coef=meta.coef_, intercept=meta.intercept_, classes=np.asarray(meta.classes_))
-
-
-def load_stacking(path):
-    """Read a meta-learner written by save_stacking; returns a StackingHead."""
-    with np.load(path, allow_pickle=False) as f:
-        return StackingHead(f["coef"], f["intercept"], f["classes"])
