@@ -163,3 +163,88 @@ def test_chromium_renders_every_section_offline_without_a_request(run, tmp_path)
     png = screenshot((run['dir'] / 'report.html').as_uri(), tmp_path / 'report.png', args=OFFLINE)
     shot = Image.open(png).convert('RGB')
     assert len(shot.getcolors(maxcolors=1 << 20)) > 200  # text, curves and pictures, not a blank page
+
+
+def test_explain_writes_an_overlay_and_the_top_k_per_image_and_lists_unreadable_files(run, tmp_path):
+    images = tmp_path / 'new'
+    shutil.copytree(run['data'] / 'test' / '00002', images / 'nested')
+    (images / 'broken.jpg').write_bytes(b'not a jpeg')
+    out = tmp_path / 'explained'
+    res = run_cli('explain', f'--load-path={run["dir"] / "best_model.pth"}', f'--data-root={images}',
+                  f'--output={out}', '--topk=2', '--num-workers=0')
+    assert res.returncode == 0, res.stderr
+    pngs = sorted(p.name for p in out.glob('*.png'))
+    assert len(pngs) == 4 and all('nested__' in p for p in pngs)
+    tile = np.asarray(Image.open(out / pngs[0]))
+    assert tile.shape[1] == 2 * tile.shape[0] - 2 * 14  # the image beside its overlay, a caption strip under each
+    index = (out / 'index.html').read_text()
+    assert index.count('<figure>') == 4 and 'broken.jpg' in index
+    assert len(re.findall(r'<br>0000[0-2]: \d+\.\d %', index)) == 4 * 2  # top-2 under each image
+    assert all(src.endswith('.png') and '/' not in src for src in parsed(index).links)
+
+
+def test_explain_refuses_an_output_folder_that_holds_files_before_any_work(run, tmp_path):
+    out = tmp_path / 'mine'
+    out.mkdir()
+    (out / 'notes.txt').write_text('keep me')
+    res = run_cli('explain', f'--load-path={run["dir"] / "best_model.pth"}', f'--data-root={run["data"] / "test"}',
+                  f'--output={out}')
+    assert res.returncode == 2 and 'not an empty folder' in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ['notes.txt'] and not list(tmp_path.glob('.explain-*'))
+
+
+@pytest.mark.parametrize('name', models.list_models())
+def test_every_registered_model_gets_a_gradcam_map(name):
+    model = models.build(name, 2)
+    layer_name, layer = gradcam.target_layer(model, 64)
+    maps = gradcam.class_maps(model, layer, torch.randn(1, 3, 64, 64), [1])
+    assert maps.shape == (1, 64, 64) and np.isfinite(maps).all()
+
+
+def test_a_model_without_a_convolutional_map_is_named_and_skipped():
+    with pytest.raises(gradcam.Unsupported, match='vit_tiny_patch16_224'):
+        gradcam.target_layer(models.build('timm/vit_tiny_patch16_224', 2), 224)
+
+
+def region_images(n, size, seed):
+    """Noise images of 2 classes whose only difference lies in the top-right quadrant: a bright square, in the red
+    channel for class 0 and the green one for class 1, at a random place inside that quadrant."""
+    rng, half, side = np.random.default_rng(seed), size // 2, size // 8
+    x = rng.uniform(0, 0.5, (n, 3, size, size)).astype(np.float32)
+    y = np.arange(n) % 2
+    for i in range(n):
+        r, c = rng.integers(0, half - side, 2)
+        x[i, y[i], r:r + side, half + c:half + c + side] = 1.0
+    return torch.from_numpy((x - 0.25) / 0.3), torch.from_numpy(y)
+
+
+@pytest.mark.parametrize('name', ['timm/resnet10t'])
+def test_gradcam_lights_the_one_region_a_trained_model_depends_on(name):
+    size, half = 64, 32
+    torch.manual_seed(0)
+    model = models.build(name, 2)
+    x, y = region_images(64, size, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    model.train()
+    for _ in range(20):
+        batch = torch.randperm(len(x))[:16]
+        loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for m in model.modules():  # batch-norm statistics of the final weights, not a running mean over 20 steps
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    test_x, test_y = region_images(16, size, seed=1)
+    with torch.no_grad():
+        assert (model(test_x).argmax(1) == test_y).all()
+    _, layer = gradcam.target_layer(model, size)
+    maps = gradcam.class_maps(model, layer, test_x, test_y)
+    inside = maps[:, :half, half:].sum((1, 2)) / maps.sum((1, 2))  # the quadrant is a quarter of the image
+    assert inside.mean() > 0.6 and inside.min() > 0.4
+    peaks = [np.unravel_index(m.argmax(), m.shape) for m in maps]
+    assert all(r < half <= c for r, c in peaks)  # every map peaks inside the quadrant
