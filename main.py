@@ -154,7 +154,7 @@ def replay(run='', **kwargs):
 
 
 def report(run='', **kwargs):
-    """Write checkpoints/<run>/report.html: curves, confusion, per-class table, mosaics, worst mistakes with Grad-CAM."""
+    """Write checkpoints/<run>/report.html: curves, confusion, per-class table, mosaics, worst mistakes, Grad-CAM."""
     from utils.evaluate import run_report
     run_report.write(str(run), config.parse(**kwargs))
 

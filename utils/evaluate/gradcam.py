@@ -102,7 +102,8 @@ def image_paths(data_root):
 def output_folder(cfg):
     """Where explain writes: --output (a new or empty folder), else a new explain-<time> beside the checkpoint."""
     if not cfg.output:
-        return os.path.join(os.path.dirname(os.path.abspath(cfg.load_path)), f'explain-{time.strftime("%Y%m%d-%H%M%S")}')
+        folder = os.path.dirname(os.path.abspath(cfg.load_path))
+        return os.path.join(folder, f'explain-{time.strftime("%Y%m%d-%H%M%S")}')
     if os.path.exists(cfg.output) and (not os.path.isdir(cfg.output) or os.listdir(cfg.output)):
         raise config.UserError(f'--output={cfg.output} exists and is not an empty folder; give a new folder so that '
                                f'nothing in it is overwritten')

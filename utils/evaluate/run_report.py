@@ -35,7 +35,7 @@ STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:1300px;padding:0 16px;color:#222}
 h1{font-size:22px}h2{font-size:18px;margin-top:36px;border-bottom:1px solid #ccc;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}th.sort{cursor:pointer}
+td:first-child,th:first-child,#headline td{text-align:left}th{background:#f4f4f4}th.sort{cursor:pointer}
 th.sort:after{content:" \\2195";color:#999}.bar{display:inline-block;height:10px;background:#4a7bb7}
 .note{color:#666}figure{display:inline-block;margin:6px;vertical-align:top}figcaption{font-size:12px}
 img{max-width:100%}
