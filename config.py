@@ -84,6 +84,8 @@ class DefaultConfig:
                       'run')
     use_gpu: bool = opt(False, 'train on CUDA when available (otherwise one warning and the CPU)', 'run')
     print_freq: int = opt(20, 'log the training loss every N iterations', 'run')
+    html_report: bool = opt(True, 'at the end of train, write checkpoints/<run>/report.html (curves, confusion, '
+                            'per-class table, image mosaics, worst mistakes with Grad-CAM)', 'run')
 
     # --- dashboard
     vis: bool = opt(True, 'stream curves to a visdom server when one answers', 'dashboard')
@@ -102,7 +104,8 @@ class DefaultConfig:
                     choices=('softmax', 'svm'))
     topk: int = opt(5, 'predict: classes written per image, most likely first', 'inference')
     output: str = opt('', 'predict / ensemble: CSV the predictions are written to; empty = predictions.csv '
-                      '(ensemble: ensemble_predictions.csv) beside the (first) checkpoint', 'inference')
+                      '(ensemble: ensemble_predictions.csv) beside the (first) checkpoint; explain: a new or empty '
+                      'folder for its pictures, empty = explain-<date>-<time> beside the checkpoint', 'inference')
     load_paths: list = opt([], 'ensemble: the member checkpoints, e.g. [a.pth,b.pth,c.pth] (architectures and '
                            'image sizes may differ)', 'inference')
     ensemble_weights: list = opt([], 'ensemble: soft-voting weights, one per member, e.g. [2,1,1]; empty = equal',

@@ -31,6 +31,8 @@ EXAMPLES = {
     'help': 'python main.py help',
     'dashboard': 'python main.py dashboard --port=8097',
     'replay': 'python main.py replay --run=checkpoints/<run> --env=classifier',
+    'report': 'python main.py report --run=checkpoints/<run>   (--data-root=./data/test adds a test section)',
+    'explain': 'python main.py explain --load-path=checkpoints/<run>/best_model.pth --data-root=./new_images',
 }
 
 
@@ -151,6 +153,18 @@ def replay(run='', **kwargs):
     replay_run(str(run), config.parse(**kwargs))
 
 
+def report(run='', **kwargs):
+    """Write checkpoints/<run>/report.html: curves, confusion, per-class table, mosaics, worst mistakes, Grad-CAM."""
+    from utils.evaluate import run_report
+    run_report.write(str(run), config.parse(**kwargs))
+
+
+def explain(**kwargs):
+    """Grad-CAM overlays of --load-path for the images in --data-root (a folder or files), with an HTML index."""
+    from utils.evaluate import gradcam
+    gradcam.explain(config.parse(**kwargs))
+
+
 def help(**kwargs):
     """List the commands, and every setting with its default (and its choices, for those that name one)."""
     lines = ['usage: python main.py <command> [--setting=value ...]', '', 'commands:']
@@ -169,7 +183,8 @@ def help(**kwargs):
 
 COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
             'ensemble': ensemble, 'analyze': analyze, 'clean': clean, 'split': split, 'pseudo': pseudo,
-            'hard': hard, 'dashboard': dashboard, 'replay': replay, 'help': help}
+            'hard': hard, 'dashboard': dashboard, 'replay': replay, 'report': report, 'explain': explain,
+            'help': help}
 
 
 def quote_values(argv):

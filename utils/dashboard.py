@@ -152,20 +152,21 @@ def _chromium(args, url, timeout, window_size=(1400, 900), budget_ms=8000):
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def screenshot(url, png_path, timeout=90, window_size=(1400, 900), budget_ms=8000):
-    """Save a PNG of `url` (e.g. http://127.0.0.1:8097/env/main) rendered by headless Chromium."""
+def screenshot(url, png_path, timeout=90, window_size=(1400, 900), budget_ms=8000, args=()):
+    """Save a PNG of `url` (e.g. http://127.0.0.1:8097/env/main) rendered by headless Chromium; `args`: more
+    Chromium switches (e.g. a proxy)."""
     png_path = Path(png_path).resolve()
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    result = _chromium([f"--screenshot={png_path}"], url, timeout, window_size, budget_ms)
+    result = _chromium([f"--screenshot={png_path}", *args], url, timeout, window_size, budget_ms)
     if not png_path.is_file():
         raise RuntimeError(f"chromium wrote no screenshot (code {result.returncode}): "
                            f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
     return png_path
 
 
-def dump_dom(url, timeout=90, window_size=(1400, 900), budget_ms=8000):
-    """The page's DOM as HTML after its scripts ran in headless Chromium."""
-    result = _chromium(["--dump-dom"], url, timeout, window_size, budget_ms)
+def dump_dom(url, timeout=90, window_size=(1400, 900), budget_ms=8000, args=()):
+    """The page's DOM as HTML after its scripts ran in headless Chromium; `args`: more Chromium switches."""
+    result = _chromium(["--dump-dom", *args], url, timeout, window_size, budget_ms)
     if result.returncode != 0 or not result.stdout:
         raise RuntimeError(f"chromium --dump-dom failed (code {result.returncode}): "
                            f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")

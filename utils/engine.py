@@ -288,6 +288,9 @@ def fit(cfg):
     if trainer.report(best_acc, run_dir):
         print(trainer.report(best_acc, run_dir))
     distributed.teardown(ddp)
+    if ddp.is_main and cfg.html_report:
+        from utils.evaluate import run_report
+        run_report.write(run_dir, vis=vis, device=device, bad=badlog.seen)
     return run_dir
 
 
@@ -327,4 +330,8 @@ def evaluate_checkpoint(cfg, split):
     badlog = BadFileLog()
     result = evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device, badlog, split,
                       cfg)
-    return inference.report(result, classes, cfg, split, badlog)
+    summary = inference.report(result, classes, cfg, split, badlog)
+    if split == 'test':
+        from utils.evaluate import run_report
+        run_report.add_test(cfg, dataset, result, badlog)
+    return summary

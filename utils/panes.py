@@ -4,7 +4,8 @@ Once at the start: the run log (effective config), the class distribution of tra
 grid of the first training batch as the model sees it (augmented, un-normalised). Every `print_freq`
 iterations: the training loss (raw and smoothed) and the learning rate. Every epoch: train / validation loss
 and accuracy on shared axes, per-class validation accuracy, the confusion matrix, the worst-misclassified
-validation images, and one line in the run log (time, throughput, ETA).
+validation images, and one line in the run log (time, throughput, ETA). At the end: the worst mistakes of
+best_model.pth with their Grad-CAM maps, the same images as checkpoints/<run>/report.html.
 """
 import html
 import os
@@ -24,7 +25,8 @@ GRID = 32  # training images shown from the first batch
 # window names: a rerun into the same env replaces these windows instead of adding new ones
 WIN = {'log': 'run log', 'classes': 'class distribution', 'batch': 'training images', 'loss': 'train loss',
        'lr': 'learning rate', 'epoch_loss': 'loss per epoch', 'epoch_acc': 'accuracy per epoch',
-       'per_class': 'per-class val accuracy', 'confusion': 'confusion matrix', 'worst': 'worst misclassified'}
+       'per_class': 'per-class val accuracy', 'confusion': 'confusion matrix', 'worst': 'worst misclassified',
+       'gradcam': 'worst mistakes, Grad-CAM'}
 
 
 def unnormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
@@ -173,3 +175,13 @@ class RunDashboard:
         self.vis.call('images', tiles, nrow=8, win=WIN['worst'],
                       opts=dict(title=f'{WIN["worst"]} (epoch {epoch})',
                                 caption=f'true->predicted, worst first: {", ".join(captions)}', **pane_size(tiles, 8)))
+
+    def show_gradcam(self, rows, captions):
+        """The report's worst validation mistakes: one CHW row per image (the image, the Grad-CAM map of the
+        predicted class, of the true class), worst first."""
+        if not self.vis.active:
+            return
+        self.vis.call('images', rows, nrow=2, win=WIN['gradcam'],
+                      opts=dict(title=f'{WIN["gradcam"]} (best_model.pth)', caption='image | map of the predicted '
+                                f'class | map of the true class; true->predicted: {", ".join(captions)}',
+                                **pane_size(rows, 2)))
