@@ -207,43 +207,43 @@ def test_a_model_without_a_convolutional_map_is_named_and_skipped():
 
 
 def region_images(n, size, seed):
-    """Noise images of 2 classes whose only difference lies in the top-right quadrant: a bright square, in the red
-    channel for class 0 and the green one for class 1, at a random place inside that quadrant."""
+    """Noise images of 2 classes: class 0 has a bright square at a random place inside the top-right quadrant,
+    class 1 has none. Evidence for class 1 is an absence, which has no place, so only class 0's maps are checked."""
     rng, half, side = np.random.default_rng(seed), size // 2, size // 8
     x = rng.uniform(0, 0.5, (n, 3, size, size)).astype(np.float32)
     y = np.arange(n) % 2
-    for i in range(n):
+    for i in np.flatnonzero(y == 0):
         r, c = rng.integers(0, half - side, 2)
-        x[i, y[i], r:r + side, half + c:half + c + side] = 1.0
+        x[i, :, r:r + side, half + c:half + c + side] = 1.0
     return torch.from_numpy((x - 0.25) / 0.3), torch.from_numpy(y)
 
 
-@pytest.mark.parametrize('name', ['timm/resnet10t'])
-def test_gradcam_lights_the_one_region_a_trained_model_depends_on(name):
+# a fresh batch every step: on a fixed set of 64 noise images ConvNeXt learns the noise, not the square
+@pytest.mark.parametrize('name,steps', [('timm/resnet10t', 20), ('timm/convnext_atto', 100)])
+def test_gradcam_lights_the_one_region_a_trained_model_depends_on(name, steps):
     size, half = 64, 32
     torch.manual_seed(0)
     model = models.build(name, 2)
-    x, y = region_images(64, size, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     model.train()
-    for _ in range(20):
-        batch = torch.randperm(len(x))[:16]
-        loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+    for step in range(steps):
+        x, y = region_images(16, size, seed=100 + step)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    for m in model.modules():  # batch-norm statistics of the final weights, not a running mean over 20 steps
+    for m in model.modules():  # batch-norm statistics of the final weights, not a running mean over the steps
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None
     with torch.no_grad():
-        model(x)
+        model(region_images(64, size, seed=0)[0])
     model.eval()
-    test_x, test_y = region_images(16, size, seed=1)
+    test_x, test_y = region_images(32, size, seed=1)
     with torch.no_grad():
-        assert (model(test_x).argmax(1) == test_y).all()
+        assert (model(test_x).argmax(1) == test_y).float().mean() >= 0.9  # it learned the task
     _, layer = gradcam.target_layer(model, size)
-    maps = gradcam.class_maps(model, layer, test_x, test_y)
+    maps = gradcam.class_maps(model, layer, test_x[test_y == 0], test_y[test_y == 0])
     inside = maps[:, :half, half:].sum((1, 2)) / maps.sum((1, 2))  # the quadrant is a quarter of the image
     assert inside.mean() > 0.6 and inside.min() > 0.4
     peaks = [np.unravel_index(m.argmax(), m.shape) for m in maps]
