@@ -215,7 +215,8 @@ def test_server_killed_mid_run_the_run_finishes_and_its_log_is_complete(data, tm
     windows = [msg['win'] for _, msg in calls]
     assert windows.count(WIN['epoch_loss']) == windows.count(WIN['confusion']) == 2
     assert windows.count(WIN['loss']) == logged_steps(2)
-    assert calls[-1][1]['data'][0]['content'].count('ETA') == 2
+    run_log = [msg for _, msg in calls if msg['win'] == WIN['log']]
+    assert run_log[-1]['data'][0]['content'].count('ETA') == 2
 
 
 def test_vis_false_records_nothing_and_prints_nothing(tmp_path, capsys):

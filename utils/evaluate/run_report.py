@@ -190,8 +190,10 @@ class Evaluation:
         return torch.stack([self.dataset[self.readable[r]][0] for r in rows])
 
 
-def evaluate(name, root, dataset, model, cfg, device):
+def evaluate(name, root, dataset, model, cfg, device, known=None):
+    """An Evaluation of `dataset`; unreadable files in `known` (already reported by training) warn no second time."""
     badlog = BadFileLog()
+    badlog.seen.update(known or {})
     result = engine.evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device,
                              badlog, f'report: {name}', cfg)
     return Evaluation(name, root, dataset, result, badlog.seen)
@@ -278,7 +280,9 @@ def write(run_dir, cli=None, vis=None, device=None, bad=None, test=None):
     `test`: (root, dataset, result, bad) of an evaluation testforacc just made."""
     start = time.perf_counter()
     run_dir = run_folder(run_dir)
-    cli = copy.copy(cli) if cli is not None else config.parse()
+    # from train: the device training used, so that a missing CUDA is not announced a second time
+    cli = copy.copy(cli) if cli is not None else config.parse(**({} if device is None else
+                                                                 {'use_gpu': device.type == 'cuda'}))
     given = getattr(cli, 'given', set())
     test_root = cli.data_root if 'data_root' in given else ''
     if test_root and not os.path.isdir(test_root):
@@ -301,7 +305,7 @@ def write(run_dir, cli=None, vis=None, device=None, bad=None, test=None):
         'device', f'{"cuda" if cfg.use_gpu else "cpu"} (not recorded; from --use-gpu)')
     training['bad_files'] = {**training.get('bad_files', {}), **(bad or {})}
 
-    evals = [evaluate('validation', '', val_set, model, cfg, run_device)]
+    evals = [evaluate('validation', '', val_set, model, cfg, run_device, bad)]
     if test is not None:
         evals.append(Evaluation('test', *test))
     else:
