@@ -39,8 +39,9 @@ def tiny_data(tmp_path):
 FAST = dict(max_epoch=1, batch_size=8, num_workers=0, vis=False, model='SqueezeNet', image_size=32)
 
 
-def run_cli(*args, cwd=ROOT, timeout=300):
-    """Run `python main.py ARGS` as a user would; returns the CompletedProcess (text output)."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+def run_cli(*args, cwd=ROOT, timeout=300, env=None):
+    """Run `python main.py ARGS` as a user would (`env`: variables set on top of ours); returns the
+    CompletedProcess (text output)."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

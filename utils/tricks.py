@@ -1,5 +1,6 @@
 """What a training step does beyond forward / backward: class-weighted loss, CutMix / Mixup, gradient
-accumulation and clipping, the per-step learning-rate log, and an exponential moving average of the weights."""
+accumulation and clipping, the per-step learning-rate log, an exponential moving average of the weights, and the
+fine-tuning schedule (a frozen backbone for the first epochs, its batch-norm statistics frozen with it)."""
 import math
 import os
 
@@ -8,12 +9,23 @@ import torch
 from utils import checkpoint
 from utils.losses import build_loss, class_weights
 from utils.mix import MixBatch, mixed_criterion  # noqa: F401  (train_one_epoch's loss)
+from utils.optim import Phases
 
 
 def build_criterion(cfg, targets, num_classes):
     """The loss named by cfg.loss, weighted per class by cfg.class_weight computed from the training labels."""
     counts = torch.bincount(torch.as_tensor(targets, dtype=torch.long), minlength=num_classes)
     return build_loss(cfg, class_weights(counts, getattr(cfg, 'class_weight', 'none'), getattr(cfg, 'cb_beta', 0.999)))
+
+
+def train_mode(model):
+    """model.train(), except the batch-norm layers whose parameters are all frozen: they keep their running
+    statistics (eval mode), as the frozen layers of a pretrained backbone must."""
+    model.train()
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
+            m.eval()
 
 
 def steps_per_epoch(batches, cfg):
@@ -39,6 +51,14 @@ class Trainer:
             # Warmup: the decay grows from 0 towards ema_decay, so a short run is not dominated by the random init.
             self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
         self.step_count, self.best_ema = 0, -1.0
+
+    def begin_epoch(self, epoch):
+        """Fine-tuning: only the final layer trains with freeze_backbone, or during the first freeze_epochs
+        epochs; at the first epoch after those the backbone trains too and the schedule starts again."""
+        if self.cfg.freeze_backbone or self.cfg.freeze_epochs:
+            self.model.freeze_backbone(self.cfg.freeze_backbone or epoch < self.cfg.freeze_epochs)
+        if isinstance(self.schedule, Phases):
+            self.schedule.begin_epoch(epoch)
 
     def backward(self, loss, index, batches, epoch):
         """Backpropagate `loss` of batch `index`; every accum_steps batches (and at the last), take a step."""
