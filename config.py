@@ -197,6 +197,9 @@ class DefaultConfig:
                              'everything, the schedule starting again (warmup included)', 'model')
     backbone_lr_mult: float = opt(1.0, 'fine-tuning: the backbone learns at lr times this (e.g. 0.1), the final '
                                   'layer at lr', 'model')
+    # --- export
+    format: str = opt('all', 'export: onnx | torchscript | all', 'export')
+    no_verify: bool = opt(False, 'export: skip the parity check against the PyTorch model', 'export')
 
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint), with the record of the published weights a

@@ -217,6 +217,9 @@ def load_for_eval(cfg):
     """(model on its device, effective config, checkpoint) for --load-path."""
     if not cfg.load_path:
         raise ValueError('give the checkpoint to evaluate with --load-path=PATH (e.g. checkpoints/<run>/best_model.pth)')
+    from utils.evaluate import export
+    if export.is_exported(cfg.load_path):  # an exported .onnx / .torchscript file stands in for the model
+        return export.load_for_eval(cfg)
     ckpt = checkpoint.load(cfg.load_path)
     checkpoint.check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
     eval_cfg = merge_given(ckpt.get('config', {}), cfg)
