@@ -172,3 +172,18 @@ def test_pretrained_specs_that_do_not_fit_are_one_line_before_any_work(tmp_path)
         res = run_cli('train', *args, f'--checkpoint-dir={tmp_path / "ck"}', cwd=tmp_path)
         assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / 'ck').exists()
+
+
+def test_pseudo_rounds_retrain_a_pretrained_run_from_its_checkpoint(tiny_data, tmp_path, monkeypatch):
+    from utils import pseudo
+    put_in_torch_hub(monkeypatch, tmp_path, 'SqueezeNet', 'squeezenet1_1-b8a52dc0.pth')
+    run = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path / 'ck'),
+                                  run_name='tv', pretrained='imagenet', **FAST))
+    results = pseudo.run(config.parse(load_path=os.path.join(run, 'best_model.pth'), rounds=1,
+                                      unlabeled_root=str(tiny_data / 'test'), checkpoint_dir=str(tmp_path / 'ck'),
+                                      num_workers=0, vis=False, max_epoch=1))
+    assert len(results) == 2
+    [trained] = (tmp_path / 'ck').glob('pseudo-*-train1')
+    retrained = json.load(open(trained / 'config.json'))
+    assert retrained['pretrained_path'] == os.path.join(run, 'best_model.pth')
+    assert retrained['pretrained_weights']['name'] == 'SqueezeNet1_1_Weights.IMAGENET1K_V1'  # the lineage stays
