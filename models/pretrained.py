@@ -119,10 +119,12 @@ def ensure(weights):
         if not os.path.isfile(weights.path):
             if offline():
                 raise OSError('HF_HUB_OFFLINE is set')
+            import urllib.request
             import torch
             from torch.hub import HASH_REGEX
+            urllib.request.urlopen(urllib.request.Request(weights.url, method='HEAD'), timeout=30).close()
             prefix = HASH_REGEX.search(weights.filename)
-            os.makedirs(weights.folder, exist_ok=True)
+            os.makedirs(weights.folder, exist_ok=True)  # only once the file is reachable
             torch.hub.download_url_to_file(weights.url, weights.path, prefix.group(1) if prefix else None)
         return weights.path
     except OSError:  # no network, no such file on the hub: the same remedy
