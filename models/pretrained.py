@@ -7,7 +7,6 @@ looked for where their library keeps them (torch hub's checkpoints folder, the H
 copied from a machine with internet works offline; when a file is absent and cannot be downloaded, one line names
 it, the folder it belongs in and the command that fetches it.
 """
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -134,14 +133,6 @@ def ensure(weights):
             f'(or start from a local file with --pretrained-path)') from None
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare(cfg):
     """For a new training run, before anything is written: find (or fetch) the --pretrained file, record where it
     came from on cfg.pretrained_weights (library, name, file, SHA-256; config.json and the checkpoints keep it),
@@ -150,6 +141,7 @@ def prepare(cfg):
         raise config.UserError('give one of --pretrained and --pretrained-path, not both')
     weights = find(cfg.model, cfg.pretrained)
     if weights is not None:
+        from data.clean import sha256
         path = ensure(weights)
         cfg.pretrained_weights = {'library': weights.library, 'name': weights.name, 'file': path,
                                   'sha256': sha256(path)}

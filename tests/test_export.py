@@ -64,6 +64,7 @@ def test_export_all_writes_both_files_with_their_sidecars_and_prints_the_parity_
     assert not [f for f in os.listdir(os.path.dirname(shipped['ckpt'])) if f.endswith('.tmp')]
 
 
+@pytest.mark.filterwarnings('ignore:`torch.jit.load` is deprecated:FutureWarning')
 def test_the_graph_takes_0_1_images_of_any_batch_and_returns_the_models_probabilities(shipped, exported):
     import onnxruntime
     model, cfg, _, _ = engine.load_for_eval(config.parse(load_path=shipped['ckpt']))

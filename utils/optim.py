@@ -170,6 +170,7 @@ class Phases(Schedule):
         self.enter(0)
 
     def enter(self, phase):
+        """Start phase 0 (head only) or 1 (everything) with a fresh schedule from the base learning rates."""
         if phase == self.phase:
             return
         for group in self.optimizer.param_groups:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import config
-from models.pretrained import sha256
+from data.clean import sha256
 
 FORMATS = {'onnx': '.onnx', 'torchscript': '.torchscript'}
 TOLERANCE = 1e-4  # largest probability difference to PyTorch an export may have
@@ -101,6 +101,7 @@ class Exported(nn.Module):
 
 
 def is_exported(path):
+    """Whether `path` names an exported file (.onnx, .torchscript) rather than a checkpoint."""
     return os.path.splitext(str(path))[1].lower() in FORMATS.values()
 
 
