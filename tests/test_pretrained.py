@@ -165,7 +165,8 @@ def test_fine_tuning_settings_refuse_what_cannot_work(kwargs, message):
 
 def test_pretrained_specs_that_do_not_fit_are_one_line_before_any_work(tmp_path):
     for args, message in [(['--pretrained=imagnet'], "unknown --pretrained='imagnet'"),
-                          (['--pretrained=timm/resnet34.a1_in1k'], 'use --pretrained=imagenet, or --model=timm/resnet34'),
+                          (['--pretrained=timm/resnet34.a1_in1k'],
+                           'use --pretrained=imagenet, or --model=timm/resnet34'),
                           (['--model=EfficientNet-B0', '--pretrained=timm/resnet34.a1_in1k'],
                            'holds resnet34 weights, the model is EfficientNet-B0'),
                           (['--pretrained=imagenet', '--pretrained-path=x.pth'], 'give one of --pretrained and')]:
