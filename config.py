@@ -212,10 +212,24 @@ class DefaultConfig:
                          'of this toolkit used, none for other weights files; none for other models)', 'model',
                          choices=('auto', 'none', 'se', 'cbam'))
     freeze_backbone: bool = opt(False, 'train only the final layer (fine-tuning local pretrained weights)', 'model')
+    pretrained: str = opt('none', 'start from published weights: none | imagenet (the model family\'s ImageNet '
+                          'weights: torchvision, resnest or timm) | timm/<model>.<tag> (a timm model\'s Hugging Face '
+                          'file); read from the library\'s cache (offline too); the auto settings follow them: '
+                          'ImageNet statistics, no attention (an asked one starts as the identity), their image size',
+                          'model')
+    freeze_epochs: int = opt(0, 'fine-tuning: train only the final layer for the first N of max_epoch epochs, then '
+                             'everything, the schedule starting again (warmup included)', 'model')
+    backbone_lr_mult: float = opt(1.0, 'fine-tuning: the backbone learns at lr times this (e.g. 0.1), the final '
+                                  'layer at lr', 'model')
+    # --- export
+    format: str = opt('all', 'export: onnx | torchscript | all', 'export', choices=('onnx', 'torchscript', 'all'))
+    no_verify: bool = opt(False, 'export: skip the parity check against the PyTorch model', 'export')
 
     def to_dict(self):
-        """The settings as a plain dict (safe to store in a checkpoint)."""
-        return dataclasses.asdict(self)
+        """The settings as a plain dict (safe to store in a checkpoint), with the record of the published weights a
+        run started from (models/pretrained.py) when there is one."""
+        extra = getattr(self, 'pretrained_weights', None)
+        return {**dataclasses.asdict(self), **({'pretrained_weights': extra} if extra else {})}
 
     def __str__(self):
         return json.dumps(self.to_dict(), indent=1)
@@ -368,6 +382,14 @@ def check(cfg):
         lb_neg_ok = False
     if not lb_neg_ok:
         raise ConfigError(f'--lb-neg must be auto or a probability in [0, 1), got {cfg.lb_neg!r}')
+    if not 0 <= cfg.freeze_epochs <= cfg.max_epoch:
+        raise ConfigError(f'--freeze-epochs must be within 0..{cfg.max_epoch} (--max-epoch), got {cfg.freeze_epochs}')
+    if cfg.freeze_epochs and cfg.freeze_backbone:
+        raise ConfigError('--freeze-epochs unfreezes the backbone after N epochs, --freeze-backbone never does: '
+                          'give one of them')
+    if cfg.backbone_lr_mult <= 0:
+        raise ConfigError(f'--backbone-lr-mult must be positive, got {cfg.backbone_lr_mult} (--freeze-backbone '
+                          f'freezes it)')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):
         raise ConfigError(f'--cutmix-prob and --mixup-prob are per-batch probabilities of one mix each: both in 0..1 '
                           f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')

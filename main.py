@@ -22,6 +22,7 @@ EXAMPLES = {
     'predict': "python main.py predict --load-path=checkpoints/<run>/best_model.pth --data-root=./new_images "
                "--output=predictions.csv",
     'svm': 'python main.py svm --load-path=checkpoints/<run>/best_model.pth',
+    'export': 'python main.py export --load-path=checkpoints/<run>/best_model.pth --format=all',
     'ensemble': 'python main.py ensemble --load-paths=[a.pth,b.pth,c.pth] --ensemble-weights=[1,1,1]',
     'analyze': 'python main.py analyze --data-root=data',
     'clean': 'python main.py clean --data-root=data --dry-run   (then without --dry-run; --undo puts all back)',
@@ -64,6 +65,12 @@ def svm(**kwargs):
     """Fit an SVM head on the penultimate features of --load-path; compare it with the softmax head."""
     from utils import inference
     inference.fit_svm(config.parse(**kwargs))
+
+
+def export(**kwargs):
+    """Export --load-path to ONNX / TorchScript (--format): 0..1 images in, probabilities out, checked against PyTorch."""
+    from utils.evaluate import export as exporter
+    exporter.export(config.parse(**kwargs))
 
 
 def ensemble(**kwargs):
@@ -182,9 +189,9 @@ def help(**kwargs):
 
 
 COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
-            'ensemble': ensemble, 'analyze': analyze, 'clean': clean, 'split': split, 'pseudo': pseudo,
-            'hard': hard, 'dashboard': dashboard, 'replay': replay, 'report': report, 'explain': explain,
-            'help': help}
+            'export': export, 'ensemble': ensemble, 'analyze': analyze, 'clean': clean, 'split': split,
+            'pseudo': pseudo, 'hard': hard, 'dashboard': dashboard, 'replay': replay, 'report': report,
+            'explain': explain, 'help': help}
 
 
 def quote_values(argv):

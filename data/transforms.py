@@ -38,9 +38,11 @@ def augment_steps(cfg, image_size):
 
 def normalize_name(cfg):
     """cfg.normalize with 'auto' made concrete: the training set's own statistics when training from scratch;
-    starting from `pretrained_path`, those too when that checkpoint of this toolkit used its data's own, else
-    ImageNet's (which other pretrained weights expect)."""
+    ImageNet's with --pretrained weights; starting from `pretrained_path`, the data's own when that checkpoint of
+    this toolkit used its data's own, else ImageNet's (which other pretrained weights expect)."""
     name = cfg.normalize
+    if name == 'auto' and cfg.pretrained.lower() != 'none':
+        return 'imagenet'  # published weights expect their training statistics
     if name == 'auto':
         path = cfg.pretrained_path
         if not path:

@@ -38,15 +38,27 @@ def canonical_name(name):
     return config.check_choice('model', name, list(MODELS) + [config.TIMM])
 
 
+def timm_name(name):
+    """The timm model name behind a registered (or timm/<name>) model; None for the torchvision / resnest ones."""
+    name = canonical_name(name)
+    if name.startswith(TIMM_PREFIX):
+        return name[len(TIMM_PREFIX):]
+    module, builder = MODELS[name].split(':')
+    return builder if module == 'models.timm_models' else None
+
+
 ATTENTION_MODELS = ('ResNet34', 'ResNet101')
 
 
-def resolve_attention(name, attention, pretrained_path=''):
+def resolve_attention(name, attention, pretrained_path='', pretrained='none'):
     """`attention` with 'auto' made concrete: cbam for the ResNet family trained from scratch (the best recipe
-    measured on small data, docs/tricks.md), none for other models; starting from `pretrained_path`,
-    what that checkpoint of this toolkit was trained with, or none for other weights files."""
+    measured on small data, docs/tricks.md), none for other models and with --pretrained weights;
+    starting from `pretrained_path`, what that checkpoint of this toolkit was trained with, or none for other
+    weights files."""
     attention, name = str(attention).lower(), canonical_name(name)
     if attention == 'auto':
+        if str(pretrained).lower() != 'none':
+            return 'none'
         if pretrained_path:
             from utils.checkpoint import stored_settings
             stored = str(stored_settings(pretrained_path).get('attention', 'none')).lower()
@@ -66,26 +78,31 @@ def parameter_count(name, num_classes, attention='none'):
     return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
 
 
-def build(name, num_classes, pretrained_path='', attention='none', freeze_backbone=False, **kwargs):
-    """A randomly initialised model (or one started from a local weights file) with `num_classes` outputs;
-    `attention` (se | cbam | auto, see `resolve_attention`) is added to every residual block of the ResNet
-    family, and `freeze_backbone` leaves only the final layer trainable."""
+def build(name, num_classes, pretrained_path='', attention='none', freeze_backbone=False, pretrained='none',
+          **kwargs):
+    """A randomly initialised model with `num_classes` outputs, or one started from a local weights file
+    (`pretrained_path`) or from published weights (`pretrained`: imagenet | timm/<model>.<tag>, see
+    models/pretrained.py); `attention` (se | cbam | auto, see `resolve_attention`) is added to every residual
+    block of the ResNet family -- starting as the identity on published weights, so that it does not disturb
+    them -- and `freeze_backbone` leaves only the final layer trainable."""
+    from . import pretrained as published
     name = canonical_name(name)
-    attention = resolve_attention(name, attention, pretrained_path)
-    if name.startswith(TIMM_PREFIX):
+    attention = resolve_attention(name, attention, pretrained_path, pretrained)
+    weights = published.find(name, pretrained)
+    if timm_name(name) is not None:
         from .timm_models import timm_model
-        model = timm_model(num_classes=num_classes, name=name[len(TIMM_PREFIX):], **kwargs)
+        model = timm_model(num_classes=num_classes, name=timm_name(name), weights=weights, **kwargs)
     else:
         module, builder = MODELS[name].split(':')
         model = getattr(importlib.import_module(module), builder)(num_classes=num_classes, **kwargs)
     model.model_name = name
     if attention != 'none':
         from .attention import add_attention
-        add_attention(model.net, attention)
+        add_attention(model.net, attention, identity=weights is not None)
     if pretrained_path:
         model.load_pretrained(pretrained_path)
+    if weights is not None and weights.library != 'timm':
+        published.load_into(model, weights)
     if freeze_backbone:
-        head = {id(p) for p in model.head.parameters()}
-        for p in model.parameters():
-            p.requires_grad_(id(p) in head)
+        model.freeze_backbone()
     return model

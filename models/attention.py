@@ -54,7 +54,28 @@ class SpatialAttention(nn.Module):
         return torch.sigmoid(self.conv(pooled))
 
 
-class CBAM(nn.Module):
+class IdentityStart(nn.Module):
+    """An attention block that can start as the identity: with a `gate` (0 at first, learned) it returns
+    x + gate * (attended - x), so added to published weights it leaves their features unchanged until training
+    opens it. Without a gate (training from scratch) it returns the attended features as they are."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_parameter('gate', None)
+
+    def start_as_identity(self):
+        self.gate = nn.Parameter(torch.zeros(1, device=next(self.parameters()).device))
+
+    def blend(self, x, attended):
+        return attended if self.gate is None else x + self.gate * (attended - x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + 'gate' in state_dict and self.gate is None:  # a checkpoint of a gated model
+            self.start_as_identity()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class CBAM(IdentityStart):
     """Channel attention then spatial attention, each multiplied into the features."""
 
     def __init__(self, channels, ratio=16, kernel_size=7):
@@ -66,15 +87,16 @@ class CBAM(nn.Module):
 
     def forward(self, x):
         """Return ``x`` reweighted by both maps; the maps are kept (detached) for inspection."""
+        inputs = x
         channel_map = self.channel(x)
         x = x * channel_map
         spatial_map = self.spatial(x)
         self.last_channel_map = channel_map.detach()
         self.last_spatial_map = spatial_map.detach()
-        return x * spatial_map
+        return self.blend(inputs, x * spatial_map)
 
 
-class SE(nn.Module):
+class SE(IdentityStart):
     """Squeeze (global average pool) and excitation (bottleneck MLP, sigmoid) channel gating."""
 
     def __init__(self, channels, ratio=16):
@@ -91,7 +113,7 @@ class SE(nn.Module):
         """Return ``x`` scaled by its channel gates; the gates are kept (detached) for inspection."""
         gate = torch.sigmoid(self.fc(torch.mean(x, dim=(2, 3), keepdim=True)))
         self.last_channel_map = gate.detach()
-        return x * gate
+        return self.blend(x, x * gate)
 
 
 def _attend(attention, module, inputs, output):
@@ -99,8 +121,9 @@ def _attend(attention, module, inputs, output):
     return attention(output)
 
 
-def add_attention(model, kind):
-    """Add an SE or CBAM module to every residual block of a torchvision ResNet, in place.
+def add_attention(model, kind, identity=False):
+    """Add an SE or CBAM module to every residual block of a torchvision ResNet, in place; with `identity`
+    each starts as the identity (see IdentityStart), for weights trained without it.
 
     The module goes on the residual branch (after bn2 of a BasicBlock, bn3 of a Bottleneck),
     before the identity is added. It is registered as ``block.attention`` and applied by a
@@ -122,6 +145,8 @@ def add_attention(model, kind):
         norm = block.bn3 if isinstance(block, Bottleneck) else block.bn2
         channels = norm.num_features
         block.attention = SE(channels) if kind == 'se' else CBAM(channels)
+        if identity:
+            block.attention.start_as_identity()
         # functools.partial of a module-level function keeps the model picklable/deep-copyable.
         norm.register_forward_hook(functools.partial(_attend, block.attention))
     return model

@@ -33,12 +33,16 @@ class BasicModule(nn.Module):
 
     def load_pretrained(self, path):
         """Start from a local weights file (plain state_dict, or a dict holding one under 'model' /
-        'state_dict'); head weights of another class count are left at their random initialisation.
-        Prints the missing and unexpected keys."""
+        'state_dict'); see `load_weights`."""
         state = checkpoint.load(path, 'cpu')
         for key in ('model', 'state_dict'):
             if isinstance(state.get(key), dict):
                 state = state[key]
+        return self.load_weights(state, path)
+
+    def load_weights(self, state, source):
+        """Load a state_dict of the network (`source` names it in messages); head weights of another class count
+        are left at their random initialisation. Prints the missing and unexpected keys."""
         state = {_strip(k): v for k, v in state.items() if torch.is_tensor(v)}
         own = self.net.state_dict()
         head_keys = {f'{self.head_path}.{n}' for n, _ in self.head.named_parameters()}
@@ -47,19 +51,25 @@ class BasicModule(nn.Module):
             del state[k]
         wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
         if wrong:
-            raise UserError(f'{path}: weights do not fit {self.model_name} (shape differs for {wrong[:3]}); '
+            raise UserError(f'{source}: weights do not fit {self.model_name} (shape differs for {wrong[:3]}); '
                             f'is it a file for another architecture?')
         matched = [k for k in state if k in own]
         if not matched:
-            raise UserError(f'{path}: no weight matches {self.model_name}; is it a file for another architecture?')
+            raise UserError(f'{source}: no weight matches {self.model_name}; is it a file for another architecture?')
         result = self.net.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if k not in dropped]
-        print(f'pretrained weights from {path}: {len(matched)} tensors loaded'
+        print(f'pretrained weights from {source}: {len(matched)} tensors loaded'
               + (f'; head replaced for {self.num_classes} classes' if dropped else '')
               + (f'; {len(missing)} missing: {_few(missing)}' if missing else '')
               + (f'; {len(result.unexpected_keys)} unexpected: {_few(result.unexpected_keys)}'
                  if result.unexpected_keys else ''))
         return result
+
+    def freeze_backbone(self, frozen=True):
+        """Make every parameter but the final layer's untrainable (frozen=True) or trainable again."""
+        head = {id(p) for p in self.head.parameters()}
+        for p in self.parameters():
+            p.requires_grad_(not frozen or id(p) in head)
 
 
 def _strip(key):

@@ -1,5 +1,5 @@
 """EfficientNet-B0..B5 (Tan & Le, 2019), ResNeXt (Xie et al., 2017), SE-ResNeXt (Hu et al., 2018) and any other
-timm model by name (`timm/<name>`), built offline with random initialisation."""
+timm model by name (`timm/<name>`), built with random initialisation or from published weights that timm loads."""
 import functools
 
 import timm
@@ -19,8 +19,17 @@ class TimmModel(BasicModule):
         return torch.flatten(self.net.forward_head(self.net.forward_features(x), pre_logits=True), 1)
 
 
-def timm_model(num_classes, name, **kwargs):
-    return TimmModel(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), num_classes)
+def timm_model(num_classes, name, weights=None, **kwargs):
+    """timm's `name` with `num_classes` outputs; with `weights` (models.pretrained.Weights) timm loads that file
+    itself (`pretrained=True`: its own key filters, the classifier reset for another class count)."""
+    if weights is None:
+        return TimmModel(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), num_classes)
+    from .pretrained import ensure
+    net = timm.create_model(weights.name[len('timm/'):], pretrained=True, num_classes=num_classes,
+                            pretrained_cfg_overlay={'file': ensure(weights)}, **kwargs)
+    print(f'pretrained weights {weights.name} loaded by timm'
+          + (f'; head replaced for {num_classes} classes' if num_classes != net.pretrained_cfg.get('num_classes') else ''))
+    return TimmModel(net, num_classes)
 
 
 efficientnet_b0 = functools.partial(timm_model, name='efficientnet_b0')

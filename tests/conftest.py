@@ -78,8 +78,9 @@ def learnable_data(tmp_path):
     return write_class_folders(tmp_path / 'learn', ['00000', '00001', '00002'], 20)
 
 
-def run_cli(*args, cwd=ROOT, timeout=300):
-    """Run `python main.py ARGS` as a user would; returns the CompletedProcess (text output)."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+def run_cli(*args, cwd=ROOT, timeout=300, env=None):
+    """Run `python main.py ARGS` as a user would (`env`: variables set on top of ours); returns the
+    CompletedProcess (text output)."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

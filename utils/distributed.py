@@ -43,6 +43,10 @@ def setup(cfg):
     silence every rank but 0; returns the Context (rank 0 of 1 when not launched by torchrun)."""
     if not launched():
         return Context()
+    if cfg.freeze_epochs:
+        from config import UserError
+        raise UserError('--freeze-epochs changes which parameters train during the run, which DistributedDataParallel '
+                        'does not follow; fine-tune in one process (or keep the backbone frozen: --freeze-backbone)')
     ctx = Context(int(os.environ['RANK']), int(os.environ['WORLD_SIZE']), int(os.environ.get('LOCAL_RANK', 0)))
     cuda = cfg.use_gpu and torch.cuda.is_available()
     backend = cfg.dist_backend if cfg.dist_backend != 'auto' else ('nccl' if cuda else 'gloo')

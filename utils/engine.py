@@ -14,6 +14,7 @@ import models
 from data import loaders, transforms
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
+from models import pretrained
 from utils import checkpoint, distributed, fast, tricks
 from utils.optim import build_optimizer, build_scheduler
 from utils.panes import RunDashboard
@@ -43,6 +44,7 @@ def merge_given(stored, cfg):
     values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ())})
     merged = config.from_dict(values)
     merged.given = set(getattr(cfg, 'given', ()))
+    merged.pretrained_weights = stored.get('pretrained_weights')  # the record, not a setting
     return merged
 
 
@@ -50,7 +52,7 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
                     trainer=None):
     """One pass over the training data; returns mean loss, accuracy, image count and seconds."""
     precision = precision or fast.Precision(None, device)
-    model.train()
+    tricks.train_mode(model)
     trainer = trainer or tricks.Trainer(model, optimizer, schedule, cfg, precision=precision)
     total_loss, correct, seen, start = 0.0, 0, 0, time.time()
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.max_epoch}', leave=False, dynamic_ncols=True)
@@ -200,9 +202,11 @@ def fit(cfg):
         cfg = merge_given(resume['config'], cfg)
         checkpoint.check_compatible(resume, cfg.model, path=cfg.resume)  # the model this run would build
     ddp = distributed.setup(cfg)
+    if resume is None:
+        distributed.main_first(ddp, pretrained.prepare, cfg)  # finds (or fetches) the weights, records them
     cfg = distributed.main_first(ddp, loaders.resolve_roots, cfg)
     set_seed(cfg.seed)
-    cfg.attention = models.resolve_attention(cfg.model, cfg.attention, cfg.pretrained_path)  # 'auto' -> what is used
+    cfg.attention = models.resolve_attention(cfg.model, cfg.attention, cfg.pretrained_path, cfg.pretrained)
     cfg.normalize = transforms.normalize_name(cfg)
     train_set, val_set = loaders.build_train_val(cfg)
     classes = train_set.classes
@@ -221,7 +225,10 @@ def fit(cfg):
           f'{cfg.image_size} px; run directory {run_dir}')
 
     model = models.build(cfg.model, len(classes), pretrained_path='' if resume else cfg.pretrained_path,
-                         attention=cfg.attention, freeze_backbone=cfg.freeze_backbone)
+                         attention=cfg.attention, freeze_backbone=cfg.freeze_backbone,
+                         pretrained='none' if resume else cfg.pretrained)
+    if resume is not None:
+        model.load_state_dict(resume['model'])  # before the optimizer: a gated attention's gates appear here
     model.to(device)
     net, precision = fast.setup(model, cfg, device, wrap=lambda m: distributed.wrap(m, cfg, ddp, device))
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -233,7 +240,6 @@ def fit(cfg):
     schedule = build_scheduler(optimizer, cfg, tricks.steps_per_epoch(len(train_loader), cfg))
     start_epoch, best_acc = 0, -1.0
     if resume is not None:
-        model.load_state_dict(resume['model'])
         optimizer.load_state_dict(resume['optimizer'])
         schedule.load_state_dict(resume['scheduler'])
         start_epoch, best_acc = resume['epoch'] + 1, resume['best_metric']
@@ -248,6 +254,7 @@ def fit(cfg):
     for epoch in range(start_epoch, cfg.max_epoch):
         generator.manual_seed(cfg.seed + epoch)  # the same epoch draws the same order, resumed or not
         set_seed(cfg.seed + epoch)  # and the same augmentations, mixes and dropout masks
+        trainer.begin_epoch(epoch)  # fine-tuning: freeze or unfreeze the backbone, switch the schedule
         train = train_one_epoch(net, train_loader, criterion, optimizer, schedule, device, epoch, cfg, vis,
                                 badlog, precision, trainer)
         distributed.sync_buffers(model, ddp)
@@ -299,6 +306,9 @@ def load_for_eval(cfg):
     if not cfg.load_path:
         raise config.UserError('give the checkpoint to evaluate with --load-path=PATH '
                                '(e.g. checkpoints/<run>/best_model.pth)')
+    from utils.evaluate import export
+    if export.is_exported(cfg.load_path):  # an exported .onnx / .torchscript file stands in for the model
+        return export.load_for_eval(cfg)
     ckpt = checkpoint.load(cfg.load_path)
     checkpoint.check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
     eval_cfg = merge_given(ckpt.get('config', {}), cfg)

@@ -84,7 +84,13 @@ def wrap(model, cfg):
 
 def report_prefix(split, cfg):
     """test, test_tta-five_crop, test_svm ...: runs with another head or TTA keep their own files."""
-    return split + (f'_tta-{cfg.tta}' if cfg.tta != 'none' else '') + ('_svm' if cfg.head == 'svm' else '')
+    return split + (f'_tta-{cfg.tta}' if cfg.tta != 'none' else '') + ('_svm' if cfg.head == 'svm' else '') \
+        + exported_suffix(cfg)
+
+
+def exported_suffix(cfg):
+    """'_onnx' / '_torchscript' when an exported file is evaluated, so its reports sit beside the checkpoint's."""
+    return f'_{cfg.exported}' if getattr(cfg, 'exported', None) else ''
 
 
 def report(result, classes, cfg, split, badlog):
@@ -181,7 +187,8 @@ def predict(cfg):
     model = wrap(model, cfg)
     probs, errors = probabilities(model, [os.path.join(cfg.data_root, n) for n in names], cfg, device)
     errors = {os.path.relpath(p, cfg.data_root): reason for p, reason in errors.items()}
-    out = cfg.output or os.path.join(os.path.dirname(os.path.abspath(cfg.load_path)), 'predictions.csv')
+    out = cfg.output or os.path.join(os.path.dirname(os.path.abspath(cfg.load_path)),
+                                     f'predictions{exported_suffix(cfg)}.csv')
     write_predictions(out, names, probs, classes, min(cfg.topk, len(classes)), errors)
     print(f'predicted {len(names) - len(errors)} image(s) of {cfg.data_root}'
           + (f' (tta {cfg.tta})' if cfg.tta != 'none' else '') + (' with the svm head' if cfg.head == 'svm' else '')

@@ -225,6 +225,7 @@ def run(cfg):
     for r in range(1, cfg.rounds + 1):
         train_cfg = engine.merge_given(load(cfg.load_path)['config'], cfg)
         train_cfg.extra_manifest, train_cfg.pretrained_path, train_cfg.resume = results[-1][1], cfg.load_path, ''
+        train_cfg.pretrained = 'none'  # the previous best already holds what --pretrained gave
         train_cfg.run_name = f'{name}-train{r}'
         print(f'round {r}/{cfg.rounds}: training from {cfg.load_path} with {results[-1][2]["accepted"]} '
               f'pseudo-labelled images')

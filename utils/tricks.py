@@ -1,5 +1,6 @@
 """What a training step does beyond forward / backward: class-weighted loss, CutMix / Mixup, gradient
-accumulation and clipping, the per-step learning-rate log, and an exponential moving average of the weights."""
+accumulation and clipping, the per-step learning-rate log, an exponential moving average of the weights, and the
+fine-tuning schedule (a frozen backbone for the first epochs, its batch-norm statistics frozen with it)."""
 import math
 import os
 
@@ -8,6 +9,7 @@ import torch
 from utils import checkpoint
 from utils.losses import build_loss, class_weights
 from utils.mix import MixBatch, mixed_criterion  # noqa: F401  (train_one_epoch's loss)
+from utils.optim import Phases
 
 
 def build_criterion(cfg, targets, num_classes):
@@ -21,6 +23,16 @@ def best_ema_state(state):
     best = {k: v for k, v in state.items() if k not in ('ema', 'optimizer', 'scheduler')}
     best.update(model=state['ema'], best_metric=state['best_ema_metric'], ema_weights=True)
     return best
+
+
+def train_mode(model):
+    """model.train(), except the batch-norm layers whose parameters are all frozen: they keep their running
+    statistics (eval mode), as the frozen layers of a pretrained backbone must."""
+    model.train()
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
+            m.eval()
 
 
 def steps_per_epoch(batches, cfg):
@@ -47,6 +59,14 @@ class Trainer:
             self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True)
         self.step_count, self.best_ema = 0, -1.0
         self.pending = 0  # batches backpropagated since the last step
+
+    def begin_epoch(self, epoch):
+        """Fine-tuning: only the final layer trains with freeze_backbone, or during the first freeze_epochs
+        epochs; at the first epoch after those the backbone trains too and the schedule starts again."""
+        if self.cfg.freeze_backbone or self.cfg.freeze_epochs:
+            self.model.freeze_backbone(self.cfg.freeze_backbone or epoch < self.cfg.freeze_epochs)
+        if isinstance(self.schedule, Phases):
+            self.schedule.begin_epoch(epoch)
 
     def backward(self, loss, index, batches, epoch):
         """Backpropagate `loss` of batch `index` of `batches`; every accum_steps batches, and at the last one, step
