@@ -31,7 +31,7 @@ class DefaultConfig:
                                     'training row) as output classes instead of refusing them', 'data')
     image_size: int = opt(0, 'side in pixels the images are resized to; 0 = auto: median side of the training '
                           'images rounded to a multiple of 32, within 32..224', 'data')
-    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with cache=ram or when training on a '
+    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with a cache or when training on a '
                            'CPU of 2 cores or fewer, else the CPUs of this process less one, at most 8)', 'data')
     augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop) | affine (RandomAffine '
                        'translate 0.05) | resized (random resized crop) | randaugment | trivialaugment (basic + '
@@ -138,9 +138,12 @@ class DefaultConfig:
     vis_env_path: str = opt('./.visdom', 'folder where `dashboard` keeps the env files (saved tabs) and its log',
                             'dashboard')
     # --- speed and scale
-    cache: str = opt('none', 'none (decode every image every epoch; streams, constant memory) | ram (decode and '
-                     'resize once to uint8, augment per batch on the training device; refused when it would not '
-                     'fit in the available memory)', 'speed')
+    cache: str = opt('auto', 'auto (gpu when training on CUDA and the images fit comfortably in its free memory, '
+                     'else ram when they fit comfortably in the available memory and --augment runs on batches, else '
+                     'none; one line says which and why) | none (decode every image every epoch; streams, constant '
+                     'memory) | ram (decode and resize once to uint8, augment per batch on the training device; '
+                     'refused when it would not fit in the available memory) | gpu (the same, kept on the CUDA device: '
+                     'an epoch never touches the host)', 'speed')
     prefetch_factor: int = opt(2, 'batches each loading worker prepares ahead', 'speed')
     amp: str = opt('auto', 'mixed precision on CUDA: auto (bf16 where supported, else fp16 with a gradient '
                    'scaler) | bf16 | fp16 | off; the CPU always trains in fp32', 'speed')
@@ -290,7 +293,8 @@ def check(cfg):
         raise ConfigError(f'--lr must be positive, got {cfg.lr}')
     if cfg.accum_steps < 1:
         raise ConfigError(f'--accum-steps must be at least 1, got {cfg.accum_steps}')
-    for name, choices in (('attention', ('auto', 'none', 'se', 'cbam')), ('normalize', ('auto', 'imagenet', 'dataset'))):
+    for name, choices in (('attention', ('auto', 'none', 'se', 'cbam')), ('normalize', ('auto', 'imagenet', 'dataset')),
+                          ('cache', ('auto', 'none', 'ram', 'gpu'))):
         if str(getattr(cfg, name)).lower() not in choices:
             raise ConfigError(f'unknown --{name}={getattr(cfg, name)!r}; choose one of: {", ".join(choices)}')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):

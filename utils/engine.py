@@ -43,34 +43,60 @@ def merge_given(stored, cfg):
     return merged
 
 
+class Running:
+    """The epoch's summed loss and correct predictions, kept on the training device so that a step never waits
+    for it; `read` copies them to the host (one synchronisation on CUDA) with the last step's loss."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x images, correct, last loss
+        self.seen = 0
+
+    def add(self, loss, output, labels):
+        n, loss = labels.size(0), loss.detach().double()
+        self.sums = torch.stack((self.sums[0] + loss * n, self.sums[1] + (output.argmax(1) == labels).sum(), loss))
+        self.seen += n
+
+    def read(self):
+        """(mean loss, accuracy, last step's loss) of the images so far."""
+        total, correct, last = self.sums.tolist()
+        return total / max(self.seen, 1), correct / max(self.seen, 1), last
+
+
+def train_step(model, images, labels, criterion, trainer, running, cfg, vis, step):
+    """One training step, which never waits for the device: the batch finished on the device, mixed, forward,
+    loss, backward and optimizer step (`trainer`), loss and correct predictions added to `running`.
+    `step` = (batch index, batches in the epoch, epoch)."""
+    images = fast.finish_batch(images, running.sums.device, cfg, True)
+    labels = labels.to(running.sums.device, non_blocking=True)
+    images, y_a, y_b, lam = trainer.mix(images, labels)
+    vis.show_batch(images, labels)  # the first batch of the run only
+    with trainer.precision.autocast():
+        output = model(images)
+        loss = tricks.mixed_criterion(criterion, output, y_a, y_b, lam)
+    trainer.backward(loss, *step)
+    running.add(loss, output, labels)
+
+
 def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog, precision=None,
                     trainer=None):
-    """One pass over the training data; returns mean loss, accuracy, image count and seconds."""
+    """One pass over the training data; returns mean loss, accuracy, image count and seconds. The loss and
+    accuracy are read from the device every `print_freq` steps and at the end, nowhere else."""
     precision = precision or fast.Precision(None, device)
     model.train()
     trainer = trainer or tricks.Trainer(model, optimizer, schedule, cfg, precision=precision)
-    total_loss, correct, seen, start = 0.0, 0, 0, time.time()
+    running, start = Running(device), time.time()
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.max_epoch}', leave=False, dynamic_ncols=True)
     for i, (images, labels, bad) in enumerate(bar):
         badlog.add(bad)
         if images is None or len(labels) < 2:  # batch norm cannot train on a single image
             continue
-        images, labels = fast.finish_batch(images, device, cfg, True), labels.to(device, non_blocking=True)
-        images, y_a, y_b, lam = trainer.mix(images, labels)
-        vis.show_batch(images, labels)
-        with precision.autocast():
-            output = model(images)
-            loss = tricks.mixed_criterion(criterion, output, y_a, y_b, lam)
-        trainer.backward(loss, i, len(loader), epoch)
-        n = labels.size(0)
-        total_loss += loss.item() * n
-        correct += (output.argmax(1) == labels).sum().item()
-        seen += n
+        train_step(model, images, labels, criterion, trainer, running, cfg, vis, (i, len(loader), epoch))
         if i % cfg.print_freq == 0:
-            bar.set_postfix(loss=f'{total_loss / seen:.4f}', acc=f'{correct / seen:.4f}')
-            vis.step(epoch, i, len(loader), loss.item(), optimizer.param_groups[0]['lr'])
-    return {'loss': total_loss / max(seen, 1), 'acc': correct / max(seen, 1), 'images': seen,
-            'seconds': time.time() - start}
+            loss, acc, last = running.read()
+            bar.set_postfix(loss=f'{loss:.4f}', acc=f'{acc:.4f}')
+            vis.step(epoch, i, len(loader), last, optimizer.param_groups[0]['lr'])
+    loss, acc, _ = running.read()
+    return {'loss': loss, 'acc': acc, 'images': running.seen, 'seconds': time.time() - start}
 
 
 @torch.no_grad()
@@ -213,6 +239,7 @@ def load_for_eval(cfg):
     ckpt = checkpoint.load(cfg.load_path)
     checkpoint.check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
     eval_cfg = merge_given(ckpt.get('config', {}), cfg)
+    eval_cfg.cache = 'none'  # one pass over the images: a cache would decode them (and the training set) first
     model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention)
     eval_cfg.norm_stats = ckpt.get('normalization')
     model.load_state_dict(ckpt['model'])
