@@ -150,6 +150,8 @@ class DefaultConfig:
     channels_last: str = opt('auto', 'channels_last memory format: auto (on for CUDA) | on | off; CUDA only', 'speed')
     cudnn_benchmark: bool = opt(True, 'let cuDNN pick the fastest convolution algorithms (CUDA)', 'speed')
     compile: bool = opt(False, 'torch.compile the model (first step compiles for ~20 s or more)', 'speed')
+    compile_mode: str = opt('default', 'torch.compile mode with --compile: default | reduce-overhead (CUDA graphs) | '
+                            'max-autotune', 'speed')
     sync_bn: bool = opt(False, 'under torchrun on CUDA: synchronise batch-norm statistics across processes',
                         'speed')
     dist_backend: str = opt('auto', 'torchrun process-group backend: auto (nccl on CUDA, gloo on the CPU) | '
@@ -294,7 +296,8 @@ def check(cfg):
     if cfg.accum_steps < 1:
         raise ConfigError(f'--accum-steps must be at least 1, got {cfg.accum_steps}')
     for name, choices in (('attention', ('auto', 'none', 'se', 'cbam')), ('normalize', ('auto', 'imagenet', 'dataset')),
-                          ('cache', ('auto', 'none', 'ram', 'gpu'))):
+                          ('cache', ('auto', 'none', 'ram', 'gpu')),
+                          ('compile_mode', ('default', 'reduce-overhead', 'max-autotune'))):
         if str(getattr(cfg, name)).lower() not in choices:
             raise ConfigError(f'unknown --{name}={getattr(cfg, name)!r}; choose one of: {", ".join(choices)}')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):

@@ -77,7 +77,7 @@ def setup(model, cfg, device, wrap=None):
     precision = Precision(amp_dtype(cfg, device), device)
     model = wrap(model) if wrap else model
     if cfg.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=cfg.compile_mode)
     return model, precision
 
 
