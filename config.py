@@ -299,7 +299,7 @@ def check(cfg):
                           ('cache', ('auto', 'none', 'ram', 'gpu')),
                           ('compile_mode', ('default', 'reduce-overhead', 'max-autotune'))):
         if str(getattr(cfg, name)).lower() not in choices:
-            raise ConfigError(f'unknown --{name}={getattr(cfg, name)!r}; choose one of: {", ".join(choices)}')
+            raise ConfigError(f'unknown --{flag(name)}={getattr(cfg, name)!r}; choose one of: {", ".join(choices)}')
     if not (0 <= cfg.cutmix_prob <= 1 and 0 <= cfg.mixup_prob <= 1 and cfg.cutmix_prob + cfg.mixup_prob <= 1):
         raise ConfigError(f'--cutmix-prob and --mixup-prob are per-batch probabilities of one mix each: both in 0..1 '
                           f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')

@@ -45,6 +45,11 @@ def test_auto_streams_from_disk_with_one_line_saying_why(tiny_data, capsys, extr
     assert len(lines) == 1 and reason in lines[0]
 
 
+def test_an_unknown_compile_mode_is_refused_with_the_choices():
+    with pytest.raises(config.ConfigError, match="--compile-mode='fast'.*default, reduce-overhead, max-autotune"):
+        config.parse(compile_mode='fast')
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a machine without CUDA')
 @pytest.mark.parametrize('value, message', [('gpu', '--cache=gpu needs CUDA and --use-gpu'),
                                             ('disk', "unknown --cache='disk'")])
