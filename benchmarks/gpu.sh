@@ -21,12 +21,13 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     && export PYTHONPATH=/tmp/site
 fi
 export HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1
-if [[ ${SMOKE:-0} == 1 ]]; then
-  DEV=cpu; BATCH=32; REP=2; TP="--epochs=1 --steps=3 --passes=0"; TTA_ARGS="--target=0 --max-epoch=1"
-  PROFILE_ARGS="--model=SqueezeNet --image-size=32 --epochs=2"
+SMALL="--model=SqueezeNet --image-size=32"
+if [[ ${SMOKE:-0} == 1 ]]; then  # the small model everywhere, one epoch, the demo once
+  DEV=cpu; BATCH=32; REP=1; BIG=$SMALL; TP="--epochs=1 --steps=3 --passes=0"; TTA_ARGS="--target=0 --max-epoch=1 --runs=defaults"
+  PROFILE_ARGS="$SMALL --epochs=2"
 else
-  DEV=cuda; BATCH=256; REP=41; TP="--epochs=3 --steps=20 --passes=0"; TTA_ARGS=""
-  PROFILE_ARGS="--model=ResNet34 --image-size=64 --batch-size=256 --epochs=3"
+  DEV=cuda; BATCH=256; REP=41; BIG="--model=ResNet34 --image-size=64"; TP="--epochs=3 --steps=20 --passes=0"
+  TTA_ARGS=""; PROFILE_ARGS="$BIG --batch-size=256 --epochs=3"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/env.txt"
 fi
 python3 -c 'import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__)' | tee -a "$OUT/env.txt"
@@ -40,13 +41,14 @@ throughput() {  # name, then throughput.py arguments
 }
 
 if [[ $PHASES == *sync* ]]; then
+  python3 -c 'import pytest' 2>/dev/null || echo "sync: pytest is not installed; put its wheels in .whl/"
   timeout 180 python3 -m pytest -q -rs tests/test_full_speed.py -k "steady_state" 2>&1 | tail -5 | tee "$OUT/sync.log"
 fi
 if [[ $PHASES == *speed* ]]; then
-  throughput ResNet34_replicated --model=ResNet34 --image-size=64 --replicate=$REP --naive-epochs=0
-  throughput SqueezeNet_replicated --model=SqueezeNet --image-size=32 --replicate=$REP --naive-epochs=0
-  throughput ResNet34 --model=ResNet34 --image-size=64
-  throughput SqueezeNet --model=SqueezeNet --image-size=32
+  throughput ResNet34_replicated $BIG --replicate=$REP --naive-epochs=0
+  throughput SqueezeNet_replicated $SMALL --replicate=$REP --naive-epochs=0
+  throughput ResNet34 $BIG
+  throughput SqueezeNet $SMALL
 fi
 if [[ $PHASES == *tta* ]]; then
   timeout ${TTA_TIMEOUT:-300} python3 benchmarks/time_to_accuracy.py --device=$DEV --logs="$OUT/tta" \
@@ -59,11 +61,11 @@ if [[ $PHASES == *profile* ]]; then
 fi
 if [[ $PHASES == *compile* ]]; then
   for mode in default reduce-overhead; do
-    THROUGHPUT_TIMEOUT=${COMPILE_TIMEOUT:-240} throughput ResNet34_replicated_compile_$mode --model=ResNet34 \
-      --image-size=64 --replicate=$REP --naive-epochs=0 --set compile=true compile_mode=$mode
+    THROUGHPUT_TIMEOUT=${COMPILE_TIMEOUT:-240} throughput ResNet34_replicated_compile_$mode $BIG --replicate=$REP \
+      --naive-epochs=0 --set compile=true compile_mode=$mode
   done
-  THROUGHPUT_TIMEOUT=${COMPILE_TIMEOUT:-240} throughput SqueezeNet_replicated_compile_reduce-overhead \
-    --model=SqueezeNet --image-size=32 --replicate=$REP --naive-epochs=0 --set compile=true compile_mode=reduce-overhead
+  THROUGHPUT_TIMEOUT=${COMPILE_TIMEOUT:-240} throughput SqueezeNet_replicated_compile_reduce-overhead $SMALL \
+    --replicate=$REP --naive-epochs=0 --set compile=true compile_mode=reduce-overhead
 fi
 
 if [[ $PHASES == *check* ]]; then

@@ -30,6 +30,7 @@ import config  # noqa: E402
 from benchmarks.throughput import replicated_manifest  # noqa: E402
 from data import loaders  # noqa: E402
 from utils import engine  # noqa: E402
+from utils.dashboard import free_port  # noqa: E402
 
 # phase -> (file, function) of the Python calls whose time it is; training phases are counted inside
 # engine.train_one_epoch, boundary phases outside it
@@ -98,7 +99,7 @@ def main(argv=None):
     extra = dict(kv.split('=', 1) for kv in args.set)
     cfg = config.parse(model=args.model, image_size=args.image_size, batch_size=args.batch_size,
                        use_gpu=args.device == 'cuda', max_epoch=args.epochs, checkpoint_dir=scratch.name,
-                       run_name='profile', **extra)
+                       run_name='profile', vis_port=free_port(), **extra)  # recorded, as with no server
     cfg = loaders.resolve_roots(cfg)
     if args.replicate > 1:
         cfg.manifest = replicated_manifest(cfg, args.replicate, scratch.name)

@@ -7,7 +7,8 @@ of the first epoch whose validation accuracy reaches the target, beside a naive 
 
 Every run is a fresh process timed from its start -- imports, the demo, the datasets and the model included --
 to the printed line of the first epoch at >= --target validation accuracy; the process is then stopped. Runs:
-  defaults     python main.py train (plus --use-gpu on CUDA), checkpoints in a temporary folder
+  defaults     python main.py train (plus --use-gpu on CUDA), checkpoints in a temporary folder, the dashboard
+               pointed at a free port (recorded in the run folder, as when no server answers)
   cache-none   the same with --cache=none (the per-image PIL pipeline, the default before cache=auto)
   naive        the tutorial loop of benchmarks/throughput.py (ImageFolder + DataLoader(shuffle=True,
                num_workers=2), the registered architecture without attention, Adam, cross-entropy, pad-and-crop,
@@ -29,9 +30,13 @@ EPOCH = re.compile(r'^epoch (\d+)/(\d+): .*?\| val loss [\d.naninf]+ acc ([\d.]+
 
 
 def commands(device, folder, max_epoch):
+    sys.path.insert(0, ROOT)
+    from utils.dashboard import free_port
     gpu = ['--use-gpu'] if device == 'cuda' else []
+    # a port where no dashboard answers: the run records its windows in its folder, as without a server, and
+    # never draws into a dashboard someone else has open
     train = [sys.executable, os.path.join(ROOT, 'main.py'), 'train', f'--checkpoint-dir={folder}',
-             f'--max-epoch={max_epoch}'] + gpu
+             f'--max-epoch={max_epoch}', f'--vis-port={free_port()}'] + gpu
     return {'defaults': train, 'cache-none': train + ['--cache=none'],
             'naive': [sys.executable, os.path.abspath(__file__), '--naive-run', f'--device={device}',
                       f'--max-epoch={max_epoch}']}
@@ -43,7 +48,7 @@ def timed(command, target, log_path):
     env = dict(os.environ, PYTHONUNBUFFERED='1', TQDM_DISABLE='1')
     start = time.perf_counter()
     out = {'seconds': None, 'epoch': None, 'val_acc': None, 'best_val_acc': 0.0, 'epochs_seen': 0}
-    with open(log_path, 'w') as log:
+    with open(log_path, 'w', buffering=1) as log:  # line by line: a stopped run keeps its log
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
         for line in proc.stdout:
             log.write(line)
