@@ -44,7 +44,8 @@ def commands(device, folder, max_epoch):
 
 def timed(command, target, log_path):
     """Run `command` from ROOT until a printed epoch reaches `target` validation accuracy (then stop it) or it
-    ends; returns {seconds, epoch, val_acc, best_val_acc, epochs_seen}, seconds None when never reached."""
+    ends; returns {seconds, epoch, val_acc, best_val_acc, epochs_seen, seconds_run}, seconds None when never
+    reached."""
     env = dict(os.environ, PYTHONUNBUFFERED='1', TQDM_DISABLE='1')
     start = time.perf_counter()
     out = {'seconds': None, 'epoch': None, 'val_acc': None, 'best_val_acc': 0.0, 'epochs_seen': 0}
@@ -62,6 +63,7 @@ def timed(command, target, log_path):
                 proc.terminate()
                 break
         proc.wait()
+    out['seconds_run'] = round(time.perf_counter() - start, 1)
     if out['seconds'] is None and proc.returncode:
         raise SystemExit(f'{" ".join(command)} failed (exit {proc.returncode}); see {log_path}')
     return out
@@ -127,7 +129,8 @@ def main(argv=None):
         r['load_after'] = [round(x, 1) for x in os.getloadavg()]
         results[name] = r
         reached = (f'{r["seconds"]:.1f} s (epoch {r["epoch"]}, val acc {r["val_acc"]:.4f})' if r['seconds'] is not None
-                   else f'not reached in {r["epochs_seen"]} epochs (best val acc {r["best_val_acc"]:.4f})')
+                   else f'not reached in {r["epochs_seen"]} epochs, {r["seconds_run"]:.1f} s (best val acc '
+                        f'{r["best_val_acc"]:.4f})')
         print(f'{name:<11} time to {args.target:.0%} validation: {reached}; load average after {r["load_after"]}',
               flush=True)
     if 'defaults' in results and 'naive' in results and results['naive']['seconds'] and results['defaults']['seconds']:
