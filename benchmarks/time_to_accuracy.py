@@ -3,7 +3,7 @@ of the first epoch whose validation accuracy reaches the target, beside a naive 
 
     python benchmarks/time_to_accuracy.py                                   # CPU: the defaults, then naive
     python benchmarks/time_to_accuracy.py --device=cuda
-    python benchmarks/time_to_accuracy.py --runs=defaults,cache-none,naive --json=out.json
+    python benchmarks/time_to_accuracy.py --runs=defaults,cache-none,naive --seeds=0,1,2 --json=out.json
 
 Every run is a fresh process timed from its start -- imports, the demo, the datasets and the model included --
 to the printed line of the first epoch at >= --target validation accuracy; the process is then stopped. Runs:
@@ -13,13 +13,15 @@ to the printed line of the first epoch at >= --target validation accuracy; the p
   naive        the tutorial loop of benchmarks/throughput.py (ImageFolder + DataLoader(shuffle=True,
                num_workers=2), the registered architecture without attention, Adam, cross-entropy, pad-and-crop,
                ImageNet normalisation, fp32), validated after every epoch on the same validation folder
-Each run has max_epoch epochs (the toolkit's default, 15) to get there. The load average of the machine is
-printed with the figures: on a shared machine, compare runs of one invocation.
+Each run has max_epoch epochs (the toolkit's default, 15) to get there. With several --seeds the runs take
+turns (every run once per seed) and each gets the median over the seeds that reached the target. The load
+average of the machine is printed with the figures: on a shared machine, compare runs of one invocation.
 """
 import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +41,7 @@ def commands(device, folder, max_epoch):
              f'--max-epoch={max_epoch}', f'--vis-port={free_port()}'] + gpu
     return {'defaults': train, 'cache-none': train + ['--cache=none'],
             'naive': [sys.executable, os.path.abspath(__file__), '--naive-run', f'--device={device}',
-                      f'--max-epoch={max_epoch}']}
+                      f'--max-epoch={max_epoch}']}  # each gets --seed=N
 
 
 def timed(command, target, log_path):
@@ -69,11 +71,12 @@ def timed(command, target, log_path):
     return out
 
 
-def naive_run(device_name, max_epoch):
+def naive_run(device_name, max_epoch, seed):
     """The naive baseline as its own process: train, validate and print an epoch line like main.py's."""
     sys.path.insert(0, ROOT)
     os.chdir(ROOT)
     import torch
+    torch.manual_seed(seed)
     from torchvision import datasets, transforms as T
 
     import config
@@ -110,32 +113,40 @@ def main(argv=None):
     p.add_argument('--target', type=float, default=0.98, help='validation accuracy to reach')
     p.add_argument('--runs', default='defaults,naive', help='comma-separated: defaults, cache-none, naive')
     p.add_argument('--max-epoch', type=int, default=15, help='epochs each run has (the toolkit\'s default)')
+    p.add_argument('--seeds', default='0', help='comma-separated seeds; every run once per seed')
+    p.add_argument('--seed', type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument('--logs', default='', help='folder for the runs\' output (default: a temporary folder)')
     p.add_argument('--json', default='', help='also write the figures to this file')
     p.add_argument('--naive-run', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.naive_run:
-        return naive_run(args.device, args.max_epoch)
+        return naive_run(args.device, args.max_epoch, args.seed)
     scratch = tempfile.TemporaryDirectory(prefix='time-to-accuracy-')
     logs = args.logs or scratch.name
     os.makedirs(logs, exist_ok=True)
     runs = commands(args.device, os.path.join(scratch.name, 'checkpoints'), args.max_epoch)
     results = {'device': args.device, 'target': args.target, 'cpus': os.cpu_count(),
                'load_before': [round(x, 1) for x in os.getloadavg()]}
-    for name in [r.strip() for r in args.runs.split(',') if r.strip()]:
-        if name not in runs:
-            raise SystemExit(f'unknown run {name!r}; choose from {", ".join(runs)}')
-        r = timed(runs[name], args.target, os.path.join(logs, f'{name}.log'))
-        r['load_after'] = [round(x, 1) for x in os.getloadavg()]
-        results[name] = r
-        reached = (f'{r["seconds"]:.1f} s (epoch {r["epoch"]}, val acc {r["val_acc"]:.4f})' if r['seconds'] is not None
-                   else f'not reached in {r["epochs_seen"]} epochs, {r["seconds_run"]:.1f} s (best val acc '
-                        f'{r["best_val_acc"]:.4f})')
-        print(f'{name:<11} time to {args.target:.0%} validation: {reached}; load average after {r["load_after"]}',
-              flush=True)
-    if 'defaults' in results and 'naive' in results and results['naive']['seconds'] and results['defaults']['seconds']:
-        results['naive_over_defaults'] = round(results['naive']['seconds'] / results['defaults']['seconds'], 2)
-        print(f'the defaults reach it {results["naive_over_defaults"]}x sooner than the naive baseline')
+    names = [r.strip() for r in args.runs.split(',') if r.strip()]
+    unknown = [n for n in names if n not in runs]
+    if unknown:
+        raise SystemExit(f'unknown run {unknown[0]!r}; choose from {", ".join(runs)}')
+    seeds = [int(x) for x in args.seeds.split(',')]
+    for seed in seeds:
+        for name in names:
+            r = timed(runs[name] + [f'--seed={seed}'], args.target, os.path.join(logs, f'{name}-seed{seed}.log'))
+            r.update(seed=seed, load_after=[round(x, 1) for x in os.getloadavg()])
+            results.setdefault(name, {'runs': []})['runs'].append(r)
+            reached = (f'{r["seconds"]:.1f} s (epoch {r["epoch"]}, val acc {r["val_acc"]:.4f})' if r['seconds']
+                       else f'not reached in {r["epochs_seen"]} epochs, {r["seconds_run"]:.1f} s (best val acc '
+                            f'{r["best_val_acc"]:.4f})')
+            print(f'{name:<11} seed {seed}: time to {args.target:.0%} validation: {reached}; load average after '
+                  f'{r["load_after"]}', flush=True)
+    for name in names:
+        times = sorted(r['seconds'] for r in results[name]['runs'] if r['seconds'])
+        results[name].update(reached=len(times), median_seconds=statistics.median(times) if times else None)
+        print(f'{name:<11} reached {args.target:.0%} in {len(times)} of {len(seeds)} seeds'
+              + (f'; median {results[name]["median_seconds"]:.1f} s' if times else ''))
     print('RESULT ' + json.dumps(results))
     if args.json:
         with open(args.json, 'w') as f:
