@@ -161,3 +161,30 @@ def test_a_steady_state_training_step_never_waits_for_the_gpu(tiny_data, tmp_pat
         torch.cuda.set_sync_debug_mode(0)
     loss, acc, _ = running.read()
     assert running.seen == len(train_set) and loss > 0
+
+
+def test_checkpoints_are_written_from_a_host_copy_in_order_and_a_failed_write_is_raised(tmp_path):
+    from utils.checkpoint_writer import CheckpointWriter, to_host
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    state = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'epoch': 0}
+    copy = to_host(state)
+    expected = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the next epoch trains on while the copy is written
+    writer = CheckpointWriter()
+    path = tmp_path / 'run' / 'last.pth'
+    writer.save(copy, path)
+    writer.save({**copy, 'epoch': 1}, path)  # the later write lands last
+    writer.wait()
+    saved = torch.load(path, weights_only=True)
+    assert saved['epoch'] == 1 and torch.equal(saved['model']['weight'], expected)
+    assert saved['optimizer']['state'][0]['exp_avg'].shape == (2, 3)
+    (tmp_path / 'file').write_text('a file where a folder should be')
+    writer.save(copy, tmp_path / 'file' / 'last.pth')
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.close()
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['last.pth']  # no temporary file left

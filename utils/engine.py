@@ -14,6 +14,7 @@ from data import loaders, transforms
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
 from utils import checkpoint, distributed, fast, tricks
+from utils.checkpoint_writer import CheckpointWriter, to_host
 from utils.optim import build_optimizer, build_scheduler
 from utils.panes import RunDashboard
 
@@ -185,6 +186,7 @@ def fit(cfg):
     if resume is not None:
         trainer.load_state_dict(resume)
     badlog = BadFileLog()
+    writer = CheckpointWriter()  # an epoch's checkpoints are written while the next one trains
 
     for epoch in range(start_epoch, cfg.max_epoch):
         generator.manual_seed(cfg.seed + epoch)  # the same epoch draws the same order, resumed or not
@@ -214,15 +216,18 @@ def fit(cfg):
                  'version': checkpoint.VERSION, **trainer.state_dict()}
         if getattr(cfg, 'norm_stats', None):
             state['normalization'] = cfg.norm_stats
-        checkpoint.save(state, os.path.join(run_dir, 'last.pth'))
+        writer.wait()  # the previous epoch's files are on disk (a failed write stops the run here)
+        state = to_host(state)  # a copy: the next epoch changes the weights while it is written
+        writer.save(state, os.path.join(run_dir, 'last.pth'))
         if improved:
-            checkpoint.save({k: v for k, v in state.items() if k != 'ema'}, os.path.join(run_dir, 'best_model.pth'))
+            writer.save({k: v for k, v in state.items() if k != 'ema'}, os.path.join(run_dir, 'best_model.pth'))
         ema_improved = trainer.save_best_ema(state, ema_val, run_dir)
         vis.epoch(row, val, val_set, badlog.seen)
         print(f'epoch {epoch + 1}/{cfg.max_epoch}: train loss {train["loss"]:.4f} acc {train["acc"]:.4f} | '
               f'val loss {val["loss"]:.4f} acc {val["acc"]:.4f}{" (best)" if improved else ""} | '
               + (f'EMA acc {ema_val["acc"]:.4f}{" (best)" if ema_improved else ""} | ' if ema_val else '') +
               f'{row["images_per_s"]:.0f} img/s, {train["seconds"]:.1f}s')
+    writer.close()
     if badlog.summary():
         print(badlog.summary())
     print(f'best validation accuracy {best_acc:.4f}; checkpoints in {run_dir}')
