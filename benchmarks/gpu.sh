@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one go (about 10 minutes on one H200), most important first:
+# The GPU checks in one go (about 10-13 minutes on one H200), most important first:
 #   sync     the test that a steady-state training step never waits for the GPU (tests/test_full_speed.py)
 #   speed    benchmarks/throughput.py at batch 256 with the defaults (cache=auto: the GPU cache) for ResNet34 at
 #            64 px and SqueezeNet at 32 px, on the demo replicated 41x (50 061 images, ~195 steps an epoch) and
@@ -61,10 +61,10 @@ if [[ $PHASES == *profile* ]]; then
 fi
 if [[ $PHASES == *compile* ]]; then
   for mode in default reduce-overhead; do
-    THROUGHPUT_TIMEOUT=${COMPILE_TIMEOUT:-240} throughput ResNet34_replicated_compile_$mode $BIG --replicate=$REP \
+    THROUGHPUT_TIMEOUT=${COMPILE_TIMEOUT:-200} throughput ResNet34_replicated_compile_$mode $BIG --replicate=$REP \
       --naive-epochs=0 --set compile=true compile_mode=$mode
   done
-  THROUGHPUT_TIMEOUT=${COMPILE_TIMEOUT:-240} throughput SqueezeNet_replicated_compile_reduce-overhead $SMALL \
+  THROUGHPUT_TIMEOUT=${COMPILE_TIMEOUT:-200} throughput SqueezeNet_replicated_compile_reduce-overhead $SMALL \
     --replicate=$REP --naive-epochs=0 --set compile=true compile_mode=reduce-overhead
 fi
 
