@@ -125,8 +125,10 @@ def test_epoch_loss_and_accuracy_are_the_means_over_its_images(tiny_data, tmp_pa
     assert result['acc'] == pytest.approx((output.argmax(1) == labels).float().mean().item())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device here: this checks that a training step '
-                                                          'never waits for the GPU (run it with bash benchmarks/gpu.sh)')
+NO_CUDA = 'no CUDA device here: this checks that a training step never waits for the GPU (bash benchmarks/gpu.sh)'
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 @pytest.mark.parametrize('cache_kind', ['gpu', 'ram'])
 def test_a_steady_state_training_step_never_waits_for_the_gpu(tiny_data, tmp_path, cache_kind):
     # the defaults (ResNet34 + CBAM, Mixup, jitter, erasing, label smoothing, onecycle) plus CutMix, EMA, clipping
