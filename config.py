@@ -41,7 +41,7 @@ class DefaultConfig:
                                     'training row) as output classes instead of refusing them', 'data')
     image_size: int = opt(0, 'side in pixels the images are resized to; 0 = auto: median side of the training '
                           'images rounded to a multiple of 32, within 32..224', 'data')
-    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with cache=ram or when training on a '
+    num_workers: int = opt(-1, 'data-loading worker processes; -1 = auto (0 with a cache or when training on a '
                            'CPU of 2 cores or fewer, else the CPUs of this process less one, at most 8)', 'data')
     augment: str = opt('basic', 'training augmentation preset: none | basic (pad-and-crop) | affine (RandomAffine '
                        'translate 0.05) | resized (random resized crop) | randaugment | trivialaugment (basic + '
@@ -156,9 +156,13 @@ class DefaultConfig:
     vis_env_path: str = opt('./.visdom', 'folder where `dashboard` keeps the env files (saved tabs) and its log',
                             'dashboard')
     # --- speed and scale
-    cache: str = opt('none', 'none (decode every image every epoch; streams, constant memory) | ram (decode and '
-                     'resize once to uint8, augment per batch on the training device; refused when it would not '
-                     'fit in the available memory)', 'speed', choices=('none', 'ram'))
+    cache: str = opt('auto', 'auto (gpu when training on CUDA and the images fit comfortably in its free memory, '
+                     'else ram when they fit comfortably in the available memory and --augment runs on batches, else '
+                     'none; one line says which and why) | none (decode every image every epoch; streams, constant '
+                     'memory) | ram (decode and resize once to uint8, augment per batch on the training device; '
+                     'refused when it would not fit in the available memory) | gpu (the same, kept on the CUDA device: '
+                     'an epoch never touches the host)', 'speed',
+                     choices=('auto', 'none', 'ram', 'gpu'))
     prefetch_factor: int = opt(2, 'batches each loading worker prepares ahead', 'speed')
     amp: str = opt('auto', 'mixed precision on CUDA: auto (bf16 where supported, else fp16 with a gradient '
                    'scaler) | bf16 | fp16 | off; the CPU always trains in fp32', 'speed',
@@ -167,6 +171,9 @@ class DefaultConfig:
                              choices=('auto', 'on', 'off'))
     cudnn_benchmark: bool = opt(True, 'let cuDNN pick the fastest convolution algorithms (CUDA)', 'speed')
     compile: bool = opt(False, 'torch.compile the model (first step compiles for ~20 s or more)', 'speed')
+    compile_mode: str = opt('default', 'torch.compile mode with --compile: default | reduce-overhead (CUDA graphs) | '
+                            'max-autotune', 'speed',
+                            choices=('default', 'reduce-overhead', 'max-autotune'))
     sync_bn: bool = opt(False, 'under torchrun on CUDA: synchronise batch-norm statistics across processes',
                         'speed')
     dist_backend: str = opt('auto', 'torchrun process-group backend: auto (nccl on CUDA, gloo on the CPU) | '

@@ -1,8 +1,8 @@
 """How close to the limit the toolkit trains: throughput of each stage, in one process, on the demo data.
 
-    python benchmarks/throughput.py --model=ResNet34 --image-size=64 --cache=ram
+    python benchmarks/throughput.py --model=ResNet34 --image-size=64
     python benchmarks/throughput.py --model=SqueezeNet --image-size=32 --cache=ram
-    python benchmarks/throughput.py --model=ResNet34 --image-size=64 --device=cuda --batch-size=256 --cache=ram
+    python benchmarks/throughput.py --model=ResNet34 --image-size=64 --device=cuda --batch-size=256 --replicate=41
 
 Prints, in images/s: (a) the limit -- full training steps on synthetic tensors already on the device;
 (b) the data pipeline alone, with augmentation; (c) end-to-end training (utils/engine.train_one_epoch on the
@@ -14,13 +14,17 @@ streaming). Settings other than the flags below are the toolkit's defaults (conf
 except attention: the model is the registered architecture unless --set attention=cbam|se is given.
 Machines shared with other work give noisy figures: the limit is measured between the timed training
 epochs, and the efficiency is the median of the per-epoch ratios to the neighbouring limits.
+--replicate=K trains on the demo's training images listed K times (a manifest in a temporary folder; the naive
+baseline reads the folder K times), so that an epoch is hundreds of steps, as on a real dataset.
 """
 import argparse
+import csv
 import dataclasses
 import json
 import os
 import resource
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +80,6 @@ def limit(model, cfg, device, precision, steps, warmup, num_classes):
             loss = criterion(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         precision.step(loss, optimizer)
-        loss.item()  # the engine reads the loss every step too
     sync(device)
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
@@ -142,35 +145,60 @@ def inference(model, loader, device, cfg, tta):
     return seen / (time.perf_counter() - start)
 
 
-def naive(cfg, device, epochs, workers):
-    """The tutorial way: torchvision ImageFolder + DataLoader(shuffle=True, num_workers) + the same model,
-    augmentation and optimizer, fp32, a plain loop; images/s over `epochs` epochs after one warm-up epoch."""
+def naive_setup(cfg, device, workers, replicate=1, attention='none'):
+    """The tutorial way: torchvision ImageFolder (read `replicate` times) + DataLoader(shuffle=True, num_workers)
+    + the model, fp32, Adam, cross-entropy, pad-and-crop; returns (loader, model, optimizer, criterion)."""
     from torchvision import datasets, transforms as T
     from data.transforms import IMAGENET_MEAN, IMAGENET_STD
     size = cfg.image_size
     transform = T.Compose([T.Resize((size, size)), T.RandomCrop(size, padding=max(1, size // 8), padding_mode='edge'),
                            T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    dataset = datasets.ImageFolder(cfg.train_data_root, transform=transform)
+    folder = datasets.ImageFolder(cfg.train_data_root, transform=transform)
+    dataset = torch.utils.data.ConcatDataset([folder] * replicate)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers)
-    net = models.build(cfg.model, len(dataset.classes),
-                       attention=cfg.attention if 'attention' in cfg.given else 'none').to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    criterion = torch.nn.CrossEntropyLoss()
+    net = models.build(cfg.model, len(folder.classes), attention=attention).to(device)
+    return loader, net, torch.optim.Adam(net.parameters(), lr=cfg.lr), torch.nn.CrossEntropyLoss()
+
+
+def naive_epoch(loader, net, optimizer, criterion, device):
+    """One epoch of the tutorial loop (it reads the loss every step, as tutorials print it); returns images."""
+    net.train()
+    n = 0
+    for inputs, labels in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
+        optimizer.zero_grad()
+        loss = criterion(net(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        n += len(labels)
+    return n
+
+
+def naive(cfg, device, epochs, workers, replicate=1):
+    """images/s of the naive baseline over `epochs` epochs after one warm-up epoch."""
+    setup = naive_setup(cfg, device, workers, replicate, cfg.attention if 'attention' in cfg.given else 'none')
     seen, seconds = 0, 0.0
     for epoch in range(epochs + 1):
-        start, n = time.perf_counter(), 0
-        for inputs, labels in loader:
-            inputs, labels = inputs.to(device), labels.to(device)
-            optimizer.zero_grad()
-            loss = criterion(net(inputs), labels)
-            loss.backward()
-            optimizer.step()
-            loss.item()
-            n += len(labels)
+        start = time.perf_counter()
+        n = naive_epoch(*setup, device)
         sync(device)
         if epoch:
             seen, seconds = seen + n, seconds + time.perf_counter() - start
     return seen / seconds
+
+
+def replicated_manifest(cfg, k, folder):
+    """A manifest in `folder` listing every training image of cfg's roots k times and the validation images
+    once (split val): the data of a k times larger dataset, without copying a file."""
+    classes, train, val = loaders.train_val_samples(cfg)
+    path = os.path.join(folder, 'replicated.csv')
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['path', 'label', 'split'])
+        w.writerows([os.path.abspath(p), classes[label], 'train'] for p, label in train * k)
+        w.writerows([os.path.abspath(p), classes[label], 'val'] for p, label in val)
+    return path
 
 
 def streaming(cfg, device, model, passes):
@@ -198,7 +226,10 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--epochs', type=int, default=3, help='timed epochs of end-to-end and naive training '
                                                          '(after one warm-up epoch each)')
-    p.add_argument('--cache', default='ram', help='none | ram')
+    p.add_argument('--cache', default=config.DefaultConfig().cache, help='auto | none | ram | gpu (default: the '
+                                                                          'toolkit\'s default)')
+    p.add_argument('--replicate', type=int, default=1, help='list the training images K times (K x 1221 on the '
+                                                            'demo: 41 gives 50 061)')
     p.add_argument('--num-workers', type=int, default=-1, help='-1 = the toolkit\'s auto choice')
     p.add_argument('--naive-workers', type=int, default=2,
                    help='workers of the naive baseline (2, as in the PyTorch CIFAR-10 tutorial)')
@@ -221,13 +252,18 @@ def main(argv=None):
         raise SystemExit('--device=cuda asked for but CUDA is not available')
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    workers = loaders.num_workers(cfg)
-    print(f'{cfg.model} at {cfg.image_size} px, batch {cfg.batch_size}, {device}, torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, cache={cfg.cache}, {workers} loader workers')
+    scratch = tempfile.TemporaryDirectory(prefix='throughput-')
+    if args.replicate > 1:
+        cfg.manifest = replicated_manifest(cfg, args.replicate, scratch.name)
 
     t0 = time.perf_counter()
     train_set, val_set = loaders.build_train_val(cfg)
     build_s = time.perf_counter() - t0
+    workers = loaders.num_workers(cfg)
+    print(f'{cfg.model} at {cfg.image_size} px, batch {cfg.batch_size}, {device}, torch {torch.__version__}, '
+          f'{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, cache={cfg.cache}, {workers} loader workers, '
+          f'{len(train_set)} training images ({args.replicate}x the demo\'s), {len(train_set) // cfg.batch_size} '
+          f'steps per epoch')
     classes = train_set.classes
     attention = cfg.attention if 'attention' in cfg.given else 'none'  # the architecture as registered
     model = models.build(cfg.model, len(classes), attention=attention).to(device)
@@ -238,7 +274,8 @@ def main(argv=None):
     train_loader = loaders.train_loader(train_set, cfg, build_sampler(train_set.targets, cfg, generator), generator)
 
     r = {'model': cfg.model, 'image_size': cfg.image_size, 'batch_size': cfg.batch_size, 'device': str(device),
-         'cache': cfg.cache, 'workers': workers, 'threads': torch.get_num_threads()}
+         'cache': cfg.cache, 'workers': workers, 'threads': torch.get_num_threads(), 'replicate': args.replicate,
+         'train_images': len(train_set), 'compile': cfg.compile, 'compile_mode': cfg.compile_mode}
     r['pipeline'], r['first_batch_s'] = pipeline(train_loader, device, cfg, args.steps + 1)
     r['first_batch_s'] += build_s
     print(f'(b) data pipeline alone, with augmentation: {r["pipeline"]:.1f} img/s')
@@ -263,7 +300,7 @@ def main(argv=None):
     print(f'inference: {r["inference"]:.1f} img/s; with TTA {args.tta}: {r["inference_tta"]:.1f} img/s')
 
     if args.naive_epochs:
-        r['naive'] = naive(cfg, device, args.naive_epochs, args.naive_workers)
+        r['naive'] = naive(cfg, device, args.naive_epochs, args.naive_workers, args.replicate)
         r['ratio_to_naive'] = r['end_to_end'] / r['naive']
         print(f'naive baseline (ImageFolder + DataLoader, {args.naive_workers} workers): {r["naive"]:.1f} img/s; '
               f'end to end / naive: {r["ratio_to_naive"]:.2f}x')

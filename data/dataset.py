@@ -135,8 +135,11 @@ class BadImage:
 
 
 def collate(batch):
-    """default_collate over the readable samples; returns (images, labels, bad) with bad = [(path, reason)]."""
+    """default_collate over the readable samples; returns (images, labels, bad) with bad = [(path, reason)].
+    A batch a dataset delivered whole (cache.CachedImages.__getitems__, a tuple) is already that."""
     from torch.utils.data import default_collate
+    if isinstance(batch, tuple):
+        return batch
     bad = [(b.path, b.reason) for b in batch if isinstance(b, BadImage)]
     good = [b for b in batch if not isinstance(b, BadImage)]
     if not good:

@@ -26,14 +26,14 @@ def resolve_roots(cfg):
     return cfg
 
 
-def num_workers(cfg):
-    """cfg.num_workers, or the auto choice: none for cached data (nothing left to decode), none when the model
-    trains on a CPU of two cores or fewer (workers then take cores from the model: docs/speed.md);
-    otherwise the CPUs this process may use (its share under torchrun) less one for the compute threads, at
-    most 8."""
+def num_workers(cfg, decoding=False):
+    """cfg.num_workers, or the auto choice: none for cached data (nothing left to decode) unless `decoding` (the
+    cache's one decoding pass), none when the model trains on a CPU of two cores or fewer (workers then take
+    cores from the model: docs/speed.md); otherwise the CPUs this process may use (its share under
+    torchrun) less one for the compute threads, at most 8."""
     if cfg.num_workers >= 0:
         return cfg.num_workers
-    if cfg.cache == 'ram':
+    if cfg.cache in ('ram', 'gpu') and not decoding:
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     cpus //= int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
@@ -89,8 +89,9 @@ def build_train_val(cfg, classes=None):
     classes, train, val = train_val_samples(cfg, classes)
     train = manifest.add_extra(cfg, classes, train)
     cfg.image_size = image_size(cfg, train)
+    cfg.cache = cache.choose(cfg, len(train) + len(val))  # 'auto' -> what is used
     if cfg.cache != 'none':  # decoded once, augmented per batch on the device
-        train_set, val_set = cache.build_train_val(cfg, classes, train, val, num_workers(cfg))
+        train_set, val_set = cache.build_train_val(cfg, classes, train, val, num_workers(cfg, decoding=True))
     else:
         train_set = ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size))
         val_set = ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size))
@@ -115,15 +116,21 @@ def train_loader(dataset, cfg, sampler, generator):
     # A last batch of one image would break batch norm; drop it only then.
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, worker_init_fn=seed_worker, generator=generator,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available() and cfg.use_gpu,
+                      persistent_workers=workers > 0, pin_memory=pin(cfg),
                       prefetch_factor=prefetch(cfg, workers), drop_last=len(dataset) % cfg.batch_size == 1)
 
 
 def eval_loader(dataset, cfg):
     workers = num_workers(cfg)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=collate, pin_memory=torch.cuda.is_available() and cfg.use_gpu,
+                      collate_fn=collate, pin_memory=pin(cfg),
                       persistent_workers=workers > 0, prefetch_factor=prefetch(cfg, workers))
+
+
+def pin(cfg):
+    """Pinned host batches for CUDA training, so that the copies to the device need not wait; the GPU cache's
+    batches are on the device already."""
+    return torch.cuda.is_available() and cfg.use_gpu and cfg.cache != 'gpu'
 
 
 def prefetch(cfg, workers):

@@ -13,7 +13,7 @@ from utils import engine, fast
 
 
 def test_cached_eval_tensors_equal_uncached_ones_at_the_working_size(tiny_data, capsys):
-    plain = config.parse(train_data_root=str(tiny_data / 'train'), image_size=48, num_workers=0)
+    plain = config.parse(train_data_root=str(tiny_data / 'train'), image_size=48, num_workers=0, cache='none')
     cached = config.parse(train_data_root=str(tiny_data / 'train'), image_size=48, num_workers=0, cache='ram')
     _, val_plain = loaders.build_train_val(plain)
     _, val_cached = loaders.build_train_val(cached)

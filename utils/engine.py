@@ -16,6 +16,7 @@ from data.dataset import BadFileLog
 from data.samplers import build_sampler
 from models import pretrained
 from utils import checkpoint, distributed, fast, tricks
+from utils.checkpoint_writer import CheckpointWriter, to_host
 from utils.optim import build_optimizer, build_scheduler
 from utils.panes import RunDashboard
 
@@ -48,35 +49,61 @@ def merge_given(stored, cfg):
     return merged
 
 
+class Running:
+    """The epoch's summed loss and correct predictions, kept on the training device so that a step never waits
+    for it; `read` copies them to the host (one synchronisation on CUDA) with the last step's loss."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x images, correct, last loss
+        self.seen = 0
+
+    def add(self, loss, output, labels):
+        n, loss = labels.size(0), loss.detach().double()
+        self.sums = torch.stack((self.sums[0] + loss * n, self.sums[1] + (output.argmax(1) == labels).sum(), loss))
+        self.seen += n
+
+    def read(self):
+        """(mean loss, accuracy, last step's loss) of the images so far."""
+        total, correct, last = self.sums.tolist()
+        return total / max(self.seen, 1), correct / max(self.seen, 1), last
+
+
+def train_step(model, images, labels, criterion, trainer, running, cfg, vis, step):
+    """One training step, which never waits for the device: the batch finished on the device, mixed, forward,
+    loss, backward and optimizer step (`trainer`), loss and correct predictions added to `running`.
+    `step` = (batch index, batches in the epoch, epoch)."""
+    images = fast.finish_batch(images, running.sums.device, cfg, True)
+    labels = labels.to(running.sums.device, non_blocking=True)
+    images, y_a, y_b, lam = trainer.mix(images, labels)
+    vis.show_batch(images, labels)  # the first batch of the run only
+    with trainer.precision.autocast():
+        output = model(images)
+        loss = tricks.mixed_criterion(criterion, output, y_a, y_b, lam)
+    trainer.backward(loss, *step)
+    running.add(loss, output, labels)
+
+
 def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog, precision=None,
                     trainer=None):
-    """One pass over the training data; returns mean loss, accuracy, image count and seconds."""
+    """One pass over the training data; returns mean loss, accuracy, image count and seconds. The loss and
+    accuracy are read from the device every `print_freq` steps and at the end, nowhere else."""
     precision = precision or fast.Precision(None, device)
     tricks.train_mode(model)
     trainer = trainer or tricks.Trainer(model, optimizer, schedule, cfg, precision=precision)
-    total_loss, correct, seen, start = 0.0, 0, 0, time.time()
+    running, start = Running(device), time.time()
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.max_epoch}', leave=False, dynamic_ncols=True)
     for i, (images, labels, bad) in enumerate(bar):
         badlog.add(bad)
         if images is None or len(labels) < 2:  # batch norm cannot train on a single image
             continue
-        images, labels = fast.finish_batch(images, device, cfg, True), labels.to(device, non_blocking=True)
-        images, y_a, y_b, lam = trainer.mix(images, labels)
-        vis.show_batch(images, labels)
-        with precision.autocast():
-            output = model(images)
-            loss = tricks.mixed_criterion(criterion, output, y_a, y_b, lam)
-        trainer.backward(loss, i, len(loader), epoch)
-        n = labels.size(0)
-        total_loss += loss.item() * n
-        correct += (output.argmax(1) == labels).sum().item()
-        seen += n
+        train_step(model, images, labels, criterion, trainer, running, cfg, vis, (i, len(loader), epoch))
         if i % cfg.print_freq == 0:
-            bar.set_postfix(loss=f'{total_loss / seen:.4f}', acc=f'{correct / seen:.4f}')
-            vis.step(epoch, i, len(loader), loss.item(), optimizer.param_groups[0]['lr'])
+            loss, acc, last = running.read()
+            bar.set_postfix(loss=f'{loss:.4f}', acc=f'{acc:.4f}')
+            vis.step(epoch, i, len(loader), last, optimizer.param_groups[0]['lr'])
     trainer.flush(epoch)
-    return {'loss': total_loss / max(seen, 1), 'acc': correct / max(seen, 1), 'images': seen,
-            'seconds': time.time() - start}
+    loss, acc, _ = running.read()
+    return {'loss': loss, 'acc': acc, 'images': running.seen, 'seconds': time.time() - start}
 
 
 @torch.no_grad()
@@ -157,12 +184,13 @@ def repair_run(run_dir, ckpt):
               'ema' in ckpt and ckpt['best_ema_metric'] >= 0 and stale(BEST_EMA, ckpt['best_ema_metric']))
 
 
-def save_best(run_dir, state, raw, ema):
-    """best_model.pth from the weights of a last.pth `state` when `raw`, best_model_ema.pth from its EMA if `ema`."""
+def save_best(run_dir, state, raw, ema, save=checkpoint.save):
+    """best_model.pth from the weights of a last.pth `state` when `raw`, best_model_ema.pth from its EMA if `ema`,
+    written with `save` (a CheckpointWriter's, in the background, during training)."""
     if raw:
-        checkpoint.save({k: v for k, v in state.items() if k != 'ema'}, os.path.join(run_dir, BEST))
+        save({k: v for k, v in state.items() if k != 'ema'}, os.path.join(run_dir, BEST))
     if ema:
-        checkpoint.save(tricks.best_ema_state(state), os.path.join(run_dir, BEST_EMA))
+        save(tricks.best_ema_state(state), os.path.join(run_dir, BEST_EMA))
 
 
 def keep_lines(path, keep):
@@ -250,6 +278,7 @@ def fit(cfg):
     if resume is not None:
         trainer.load_state_dict(resume)
     badlog = BadFileLog()
+    writer = CheckpointWriter()  # an epoch's checkpoints are written while the next one trains
 
     for epoch in range(start_epoch, cfg.max_epoch):
         generator.manual_seed(cfg.seed + epoch)  # the same epoch draws the same order, resumed or not
@@ -275,6 +304,7 @@ def fit(cfg):
             continue
         # The epoch's files in an order that a kill anywhere leaves repairable (repair_run): its log rows, then
         # last.pth -- the epoch counts from here -- then the best checkpoints, which can be rebuilt from last.pth.
+        writer.wait()  # the previous epoch's files are on disk (a failed write stops the run here)
         checkpoint.append_line(os.path.join(run_dir, 'metrics.jsonl'), json.dumps(row))
         state = {'model': model.state_dict(), 'model_name': model.model_name, 'num_classes': len(classes),
                  'classes': list(classes), 'config': cfg.to_dict(), 'epoch': epoch, 'best_metric': best_acc,
@@ -282,13 +312,15 @@ def fit(cfg):
                  'version': checkpoint.VERSION, **trainer.state_dict()}
         if getattr(cfg, 'norm_stats', None):
             state['normalization'] = cfg.norm_stats
-        checkpoint.save(state, os.path.join(run_dir, LAST))
-        save_best(run_dir, state, improved, ema_improved)
+        state = to_host(state)  # a copy: the next epoch changes the weights while it is written
+        writer.save(state, os.path.join(run_dir, LAST))
+        save_best(run_dir, state, improved, ema_improved, writer.save)
         vis.epoch(row, val, val_set, badlog.seen)
         print(f'epoch {epoch + 1}/{cfg.max_epoch}: train loss {train["loss"]:.4f} acc {train["acc"]:.4f} | '
               f'val loss {val["loss"]:.4f} acc {val["acc"]:.4f}{" (best)" if improved else ""} | '
               + (f'EMA acc {ema_val["acc"]:.4f}{" (best)" if ema_improved else ""} | ' if ema_val else '') +
               f'{row["images_per_s"]:.0f} img/s, {train["seconds"]:.1f}s')
+    writer.close()
     if badlog.summary():
         print(badlog.summary())
     print(f'best validation accuracy {best_acc:.4f}; checkpoints in {run_dir}')
@@ -315,6 +347,7 @@ def load_for_eval(cfg):
     if 'model' in cfg.given and cfg.model.lower() != ckpt['model_name'].lower():
         print(f'note: {cfg.load_path} holds a {ckpt["model_name"]} model; that one is used, not --model={cfg.model}')
         eval_cfg.model = ckpt['model_name']
+    eval_cfg.cache = 'none'  # one pass over the images: a cache would decode them (and the training set) first
     model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention)
     eval_cfg.norm_stats = ckpt.get('normalization')
     model.load_state_dict(ckpt['model'])

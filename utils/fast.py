@@ -1,5 +1,5 @@
 """The fast path on CUDA: mixed precision, channels_last, cudnn.benchmark, torch.compile, and batches that
-arrive as uint8 (from the RAM cache) finished -- augmented and normalised -- on the training device.
+arrive as uint8 (from the RAM or GPU cache) finished -- augmented and normalised -- on the training device.
 
 Each is a setting whose default ('auto') is the fastest correct choice for the device: on for CUDA, off on
 the CPU, where bf16 autocast measured ~1.1x slower and channels_last no faster (see docs/speed.md).
@@ -63,12 +63,12 @@ def setup(model, cfg, device, wrap=None):
     precision = Precision(amp_dtype(cfg, device), device)
     model = wrap(model) if wrap else model
     if cfg.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=cfg.compile_mode)
     return model, precision
 
 
 def finish_batch(images, device, cfg, train):
-    """Images ready for the model on `device`: uint8 batches from the RAM cache are augmented (train) and
+    """Images ready for the model on `device`: uint8 batches from the cache (RAM or GPU) are augmented (train) and
     normalised here, on the device (cache.prepare_batch); float batches pass through. channels_last on CUDA when
     set."""
     images = images.to(device, non_blocking=True)

@@ -19,8 +19,8 @@ def _beta(alpha, generator):
 
 
 def _partners(y, generator):
-    """A random permutation of the batch, on the labels' device."""
-    return torch.randperm(y.shape[0], generator=generator).to(y.device)
+    """A random permutation of the batch, on the labels' device (copied without waiting for the device)."""
+    return torch.randperm(y.shape[0], generator=generator).to(y.device, non_blocking=True)
 
 
 def cutmix(x, y, alpha=1.0, generator=None):
