@@ -308,7 +308,7 @@ def test_upsampled_copies_see_the_runs_transform_and_normalisation(tmp_path):
     import torch
     from torchvision import transforms as T
     from data.dataset import load_rgb
-    up, cfg, hard = _upsampled(tmp_path)
+    up, cfg, hard = _upsampled(tmp_path, cache='none')  # streaming: the per-image transform
     stats = T.Normalize(cfg.norm_stats['mean'], cfg.norm_stats['std'])  # the training set's own, as validation
     n = len(up.base)
     assert isinstance(up, UpsampledDataset) and len(up) == n + 2 and up.targets[n:] == [1, 2]
