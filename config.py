@@ -406,3 +406,24 @@ def from_dict(values):
     """A DefaultConfig from a stored dict; keys that no longer exist are ignored (older checkpoints)."""
     known = {name for name, *_ in settings()}
     return parse(**{k: v for k, v in values.items() if k in known})
+
+
+def select_device(cfg):
+    """CUDA when asked for and present; otherwise the CPU (with one warning when CUDA was asked for)."""
+    import torch
+    if cfg.use_gpu and torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        return torch.device('cuda')
+    if cfg.use_gpu:
+        print('warning: --use-gpu given but CUDA is not available; running on the CPU')
+    return torch.device('cpu')
+
+
+def merge_given(stored, cfg):
+    """A config from a checkpoint's stored settings, with the settings given on this command line on top."""
+    values = dict(stored)
+    values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ())})
+    merged = from_dict(values)
+    merged.given = set(getattr(cfg, 'given', ()))
+    merged.pretrained_weights = stored.get('pretrained_weights')  # the record, not a setting
+    return merged

@@ -39,32 +39,32 @@ EXAMPLES = {
 
 def train(**kwargs):
     """Train a model; checkpoints, config and metrics go to checkpoints/<run>/."""
-    from utils import engine
+    from utils.train import engine
     engine.fit(config.parse(**kwargs))
 
 
 def val(**kwargs):
     """Loss and accuracy of --load-path on the validation split (or on --data-root)."""
-    from utils import engine
-    engine.evaluate_checkpoint(config.parse(**kwargs), 'val')
+    from utils.evaluate import loop
+    loop.evaluate_checkpoint(config.parse(**kwargs), 'val')
 
 
 def testforacc(**kwargs):
     """Full report of --load-path on a labelled test folder: top-1/5, per-class P/R/F1, confusion CSV and PNG."""
-    from utils import engine
-    engine.evaluate_checkpoint(config.parse(**kwargs), 'test')
+    from utils.evaluate import loop, run_report
+    loop.evaluate_checkpoint(config.parse(**kwargs), 'test', on_result=run_report.add_test)
 
 
 def predict(**kwargs):
     """Classify every image under --data-root (flat or nested) with --load-path; writes a CSV of predictions."""
-    from utils import inference
-    inference.predict(config.parse(**kwargs))
+    from utils.evaluate import loop
+    loop.predict(config.parse(**kwargs))
 
 
 def svm(**kwargs):
     """Fit an SVM head on the penultimate features of --load-path; compare it with the softmax head."""
-    from utils import inference
-    inference.fit_svm(config.parse(**kwargs))
+    from utils.evaluate import loop
+    loop.fit_svm(config.parse(**kwargs))
 
 
 def export(**kwargs):
@@ -75,13 +75,13 @@ def export(**kwargs):
 
 def ensemble(**kwargs):
     """Fuse --load-paths checkpoints: each member, soft and hard voting and stacking side by side."""
-    from utils import ensemble as fusion
+    from utils.evaluate import fusion
     fusion.ensemble(config.parse(**kwargs))
 
 
 def analyze(**kwargs):
     """Report per split: class counts, sizes, formats, broken files, empty/missing classes, duplicates, leaks."""
-    from data import analyze as report
+    from utils.curate import analyze as report
     cfg, root = data_root(kwargs)
     result = report.analyze(root, cfg.near_dup_bits, cfg.near_dup_diff)
     print(report.format_summary(result))
@@ -89,13 +89,13 @@ def analyze(**kwargs):
     paths = report.write_report(result, os.path.join(cfg.checkpoint_dir, cfg.run_name))
     print(f'full report: {paths["report.md"]} (and report.json, problems.csv, files.csv, class_counts.csv)')
     if cfg.vis:
-        from utils.visualize import Visualizer
+        from utils.dashboard.client import Visualizer
         report.plot_class_counts(result, Visualizer(cfg.env, cfg.vis_server, cfg.vis_port))
 
 
 def clean(**kwargs):
     """Move flagged files (--clean-categories) to a quarantine beside the data; --dry-run, --undo."""
-    from data import clean as quarantine
+    from utils.curate import clean as quarantine
     cfg, root = data_root(kwargs)
     where = quarantine.quarantine_dir(root, cfg.quarantine_dir)
     if cfg.undo:
@@ -120,13 +120,13 @@ def split(**kwargs):
 
 def pseudo(**kwargs):
     """Pseudo-label --unlabeled-root with --load-path through floor, per-class and cap thresholds."""
-    from utils import pseudo as labeller
+    from utils.curate import pseudo as labeller
     labeller.run(config.parse(**kwargs))
 
 
 def hard(**kwargs):
     """List the validation / training images --load-path misclassifies (for --upsample-hard)."""
-    from utils import hard as examples
+    from utils.curate import hard as examples
     examples.find(config.parse(**kwargs))
 
 
@@ -145,7 +145,7 @@ def data_root(kwargs):
 
 def dashboard(port=None, host=None, **kwargs):
     """Start the visdom dashboard server (offline-safe, 127.0.0.1 by default) and print its URL; Ctrl-C stops it."""
-    from utils.dashboard import serve
+    from utils.dashboard.server import serve
     cfg = config.parse(**kwargs)
     port = cfg.vis_port if port is None else config.coerce('vis_port', port, int)
     try:
@@ -156,7 +156,7 @@ def dashboard(port=None, host=None, **kwargs):
 
 def replay(run='', **kwargs):
     """Push a run's recorded dashboard (checkpoints/<run>/visdom.log) to the visdom server."""
-    from utils.replay import replay_run
+    from utils.dashboard.replay import replay_run
     replay_run(str(run), config.parse(**kwargs))
 
 
@@ -168,8 +168,8 @@ def report(run='', **kwargs):
 
 def explain(**kwargs):
     """Grad-CAM overlays of --load-path for the images in --data-root (a folder or files), with an HTML index."""
-    from utils.evaluate import gradcam
-    gradcam.explain(config.parse(**kwargs))
+    from utils.evaluate import run_report
+    run_report.explain(config.parse(**kwargs))
 
 
 def help(**kwargs):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install npm (and Node.js) when absent: utils/visdom_static.py fetches the visdom
+# Install npm (and Node.js) when absent: utils/dashboard/assets.py fetches the visdom
 # dashboard's JS/CSS files with `npm pack`. Debian images often ship without it.
 set -u
 

@@ -16,8 +16,8 @@ import torch  # noqa: E402
 
 import config  # noqa: E402
 from data import loaders  # noqa: E402
-from utils.dashboard import free_port, start_server, stop_server  # noqa: E402
-from utils.panes import RunDashboard  # noqa: E402
+from utils.dashboard.server import free_port, start_server, stop_server  # noqa: E402
+from utils.dashboard.windows import RunDashboard  # noqa: E402
 
 STEPS, EPOCHS = 200, 5
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.dashboard import free_port, screenshot, start_server, stop_server  # noqa: E402
+from utils.dashboard.server import free_port, screenshot, start_server, stop_server  # noqa: E402
 
 
 def push_demo(port, env):
@@ -33,7 +33,7 @@ def push_demo(port, env):
 def train_demo(port, env, epochs):
     """A short real training run on the bundled digits demo, streamed to the server."""
     import config
-    from utils import engine
+    from utils.train import engine
     cfg = config.parse(model='SqueezeNet', max_epoch=epochs, batch_size=32, image_size=32, print_freq=5,
                        num_workers=0, env=env, vis_port=port, checkpoint_dir=tempfile.mkdtemp(prefix='demo-run-'))
     start = time.perf_counter()

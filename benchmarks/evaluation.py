@@ -11,8 +11,9 @@ import os
 import time
 
 import config
-from utils import engine, inference
-from utils.ensemble import ensemble
+from utils.train import engine
+from utils.evaluate import loop as inference
+from utils.evaluate.fusion import ensemble
 
 # name, settings: different architectures, one at another input size; small budgets for 2 CPU cores
 MEMBERS = [
@@ -53,7 +54,7 @@ def main():
     for name, settings in MEMBERS:
         label = f'{settings["model"]} {settings["image_size"]}px'
         for tta in TTAS:
-            s = quiet(engine.evaluate_checkpoint, config.parse(load_path=paths[name], num_workers=0, tta=tta), 'test')
+            s = quiet(inference.evaluate_checkpoint, config.parse(load_path=paths[name], num_workers=0, tta=tta), 'test')
             rows.append((f'{label} + TTA {tta}', s['top1'], s['macro']['f1']))
         svm = quiet(inference.fit_svm, config.parse(load_path=paths[name], num_workers=0))
         rows.append((f'{label} + SVM head ({svm["kind"]}, C={svm["C"]:g})', svm['test']['svm_top1'],

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'tests'))
 
-PRELOAD = ['torch', 'torchvision', 'timm', 'timm.utils', 'visdom', 'main', 'utils.engine']
+PRELOAD = ['torch', 'torchvision', 'timm', 'timm.utils', 'visdom', 'main', 'utils.train.engine']
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 _context = None
 
@@ -235,8 +235,8 @@ def report(name, problems):
 
 def extras(work, common, ref_dir):
     """The other faults: same-second start, read-only and full folders, disk full mid-run, dashboard killed."""
-    from utils.dashboard import free_port
-    from utils.visualize import server_up
+    from utils.dashboard.server import free_port
+    from utils.dashboard.client import server_up
     results = []
 
     problems = ['the two runs never started in the same second (3 tries)']

@@ -53,11 +53,11 @@ def test_accuracy(run_dir, test_root):
     import config
     from data import loaders
     from data.dataset import BadFileLog
-    from utils import engine
-    model, cfg, ckpt, device = engine.load_for_eval(config.parse(load_path=os.path.join(run_dir, 'best_model.pth'),
+    from utils.evaluate import loop
+    model, cfg, ckpt, device = loop.load_for_eval(config.parse(load_path=os.path.join(run_dir, 'best_model.pth'),
                                                                  num_workers=0))
     dataset = loaders.eval_dataset(cfg, test_root, ckpt['classes'])
-    result = engine.evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device,
+    result = loop.evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device,
                              BadFileLog(), 'test')
     return ckpt['best_metric'], result['acc']
 
@@ -77,7 +77,7 @@ def main(argv=None):
     import torch
     import config
     from data.demo import ensure_demo
-    from utils import engine
+    from utils.train import engine
     torch.set_num_threads(args.threads)
     common = dict(model=args.model, image_size=args.image_size, num_workers=0, vis=False,
                   checkpoint_dir=os.path.join(args.out, 'runs'))

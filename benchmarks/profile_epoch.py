@@ -28,21 +28,21 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 import config  # noqa: E402
 from benchmarks.throughput import replicated_manifest  # noqa: E402
 from data import loaders  # noqa: E402
-from utils import engine  # noqa: E402
-from utils.dashboard import free_port  # noqa: E402
+from utils.train import engine  # noqa: E402
+from utils.dashboard.server import free_port  # noqa: E402
 
 # phase -> (file, function) of the Python calls whose time it is; training phases are counted inside
 # engine.train_one_epoch, boundary phases outside it
 TRAINING = {
-    'steps (engine.train_step)': ('utils/engine.py', 'train_step'),
+    'steps (engine.train_step)': ('utils/train/engine.py', 'train_step'),
     'waiting for batches': ('torch/utils/data/dataloader.py', '__next__'),
     'loader start': ('torch/utils/data/dataloader.py', '__iter__'),
-    'loss / accuracy reads': ('utils/engine.py', 'read'),
+    'loss / accuracy reads': ('utils/train/engine.py', 'read'),
 }
 BOUNDARY = {
-    'validation': ('utils/engine.py', 'evaluate'),
-    'checkpoint writes': ('utils/checkpoint.py', 'save'),
-    'dashboard (epoch windows)': ('utils/panes.py', 'epoch'),
+    'validation': ('utils/evaluate/loop.py', 'evaluate'),
+    'checkpoint writes': ('utils/io.py', 'save_checkpoint'),
+    'dashboard (epoch windows)': ('utils/dashboard/windows.py', 'epoch'),
 }
 
 
@@ -66,8 +66,8 @@ def summarise(trace, epochs):
     """(seconds per epoch, {phase: seconds per epoch}, GPU busy share of the training epochs or None) over the
     epochs after the first."""
     events = trace['traceEvents']
-    training = calls(events, 'utils/engine.py', 'train_one_epoch')[1:]
-    window = [(training[0][0], calls(events, 'utils/engine.py', 'fit')[0][1])]  # 2nd epoch's start to the end
+    training = calls(events, 'utils/train/engine.py', 'train_one_epoch')[1:]
+    window = [(training[0][0], calls(events, 'utils/train/engine.py', 'fit')[0][1])]  # 2nd epoch's start to the end
     per = 1e6 * (epochs - 1)
     phases = {f'training: {name}': within(calls(events, *where), training) / per for name, where in TRAINING.items()}
     train_s = within(training, window) / per

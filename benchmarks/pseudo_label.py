@@ -41,7 +41,9 @@ def main():
 
     import torch
     torch.set_num_threads(args.threads)
-    from utils import engine, pseudo
+    from utils.train import engine
+    from utils.evaluate import loop
+    from utils.curate import pseudo
     root = ensure_demo()
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
@@ -71,7 +73,7 @@ def main():
         start = time.time()
         run_dir = engine.fit(config.parse(**common, manifest=labelled, run_name=name, **extra))
         best = os.path.join(run_dir, 'best_model.pth')
-        acc = engine.evaluate_checkpoint(config.parse(load_path=best, data_root=test_root, num_workers=0,
+        acc = loop.evaluate_checkpoint(config.parse(load_path=best, data_root=test_root, num_workers=0,
                                                       use_gpu=args.use_gpu), 'test')
         return best, acc['top1'], time.time() - start
 

@@ -44,7 +44,7 @@ def main():
     if args.out:
         from PIL import Image
 
-        from utils.dashboard import screenshot
+        from utils.dashboard.server import screenshot
         png = screenshot((run_dir / 'report.html').as_uri(), args.out, window_size=(1300, args.height),
                          args=['--proxy-server=http://127.0.0.1:9', '--proxy-bypass-list=<-loopback>'])
         # a 256-colour palette keeps the picture small enough for the README

@@ -5,7 +5,7 @@
     python benchmarks/throughput.py --model=ResNet34 --image-size=64 --device=cuda --batch-size=256 --replicate=41
 
 Prints, in images/s: (a) the limit -- full training steps on synthetic tensors already on the device;
-(b) the data pipeline alone, with augmentation; (c) end-to-end training (utils/engine.train_one_epoch on the
+(b) the data pipeline alone, with augmentation; (c) end-to-end training (utils/train/engine.train_one_epoch on the
 demo's training images); the pipeline efficiency (c)/(a); inference without and with TTA; a naive baseline
 (torchvision ImageFolder + DataLoader + the same model, written as a tutorial writes it) and our ratio to it;
 time to the first batch; peak memory (RSS of this process and of its loader workers; CUDA peak allocation);
@@ -38,9 +38,11 @@ import models  # noqa: E402
 from data import loaders  # noqa: E402
 from data.dataset import BadFileLog  # noqa: E402
 from data.samplers import build_sampler  # noqa: E402
-from utils import engine, fast  # noqa: E402
-from utils.optim import Schedule, build_optimizer  # noqa: E402
-from utils.tta import TTAModel, build_tta  # noqa: E402
+from data import cache  # noqa: E402
+from utils.train import engine  # noqa: E402
+from utils.train import precision as fast  # noqa: E402
+from utils.train.optim import Schedule, build_optimizer  # noqa: E402
+from utils.evaluate.tta import TTAModel, build_tta  # noqa: E402
 
 
 def median(xs):
@@ -69,7 +71,7 @@ def limit(model, cfg, device, precision, steps, warmup, num_classes):
     optimizer = build_optimizer(model, cfg)
     criterion = torch.nn.CrossEntropyLoss()
     images = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
-    if fast.use_channels_last(cfg, device):
+    if cache.use_channels_last(cfg, device):
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, num_classes, (cfg.batch_size,), device=device)
     for i in range(warmup + steps):
@@ -94,7 +96,7 @@ def pipeline(loader, device, cfg, steps):
         except StopIteration:
             it = iter(loader)
             images, labels, _ = next(it)
-        images = fast.finish_batch(images, device, cfg, True)
+        images = cache.finish_batch(images, device, cfg, True)
         sync(device)
         if first is None:
             first = time.perf_counter() - start
@@ -139,7 +141,7 @@ def inference(model, loader, device, cfg, tta):
     wrapped = TTAModel(model, build_tta(tta, cfg.image_size)).eval()
     seen, start = 0, time.perf_counter()
     for images, labels, _ in loader:
-        wrapped(fast.finish_batch(images, device, cfg, False)).cpu()
+        wrapped(cache.finish_batch(images, device, cfg, False)).cpu()
         seen += len(labels)
     sync(device)
     return seen / (time.perf_counter() - start)
@@ -211,7 +213,7 @@ def streaming(cfg, device, model, passes):
     with torch.no_grad():
         for _ in range(passes):
             for images, _, _ in loader:
-                model(fast.finish_batch(images, device, stream_cfg, False))
+                model(cache.finish_batch(images, device, stream_cfg, False))
             out.append(round(rss_mb()))
     return out
 
@@ -233,7 +235,7 @@ def main(argv=None):
     p.add_argument('--num-workers', type=int, default=-1, help='-1 = the toolkit\'s auto choice')
     p.add_argument('--naive-workers', type=int, default=2,
                    help='workers of the naive baseline (2, as in the PyTorch CIFAR-10 tutorial)')
-    p.add_argument('--tta', default='hflip', help='TTA for the inference figure (utils/tta.py names)')
+    p.add_argument('--tta', default='hflip', help='TTA for the inference figure (utils/evaluate/tta.py names)')
     p.add_argument('--passes', type=int, default=3, help='streaming passes for the memory check (0 = skip)')
     p.add_argument('--naive-epochs', type=int, default=2, help='timed epochs of the naive baseline (0 = skip it)')
     p.add_argument('--set', nargs='*', default=[], metavar='NAME=VALUE',
@@ -247,7 +249,7 @@ def main(argv=None):
                        **extra)
     cfg = loaders.resolve_roots(cfg)
     engine.set_seed(cfg.seed)
-    device = engine.select_device(cfg)
+    device = config.select_device(cfg)
     if args.device == 'cuda' and device.type != 'cuda':
         raise SystemExit('--device=cuda asked for but CUDA is not available')
     if device.type == 'cuda':
@@ -268,7 +270,7 @@ def main(argv=None):
     attention = cfg.attention if 'attention' in cfg.given else 'none'  # the architecture as registered
     model = models.build(cfg.model, len(classes), attention=attention).to(device)
     net, precision = fast.setup(model, cfg, device)
-    print(f'precision: {precision}; channels_last: {fast.use_channels_last(cfg, device)}; compile: {cfg.compile}; '
+    print(f'precision: {precision}; channels_last: {cache.use_channels_last(cfg, device)}; compile: {cfg.compile}; '
           f'datasets built in {build_s:.1f}s ({len(train_set)} train, {len(val_set)} val images)')
     generator = torch.Generator().manual_seed(cfg.seed)
     train_loader = loaders.train_loader(train_set, cfg, build_sampler(train_set.targets, cfg, generator), generator)

@@ -33,7 +33,7 @@ EPOCH = re.compile(r'^epoch (\d+)/(\d+): .*?\| val loss [\d.naninf]+ acc ([\d.]+
 
 def commands(device, folder, max_epoch):
     sys.path.insert(0, ROOT)
-    from utils.dashboard import free_port
+    from utils.dashboard.server import free_port
     gpu = ['--use-gpu'] if device == 'cuda' else []
     # a port where no dashboard answers: the run records its windows in its folder, as without a server, and
     # never draws into a dashboard someone else has open
@@ -83,11 +83,10 @@ def naive_run(device_name, max_epoch, seed):
     from benchmarks.throughput import naive_epoch, naive_setup
     from data import loaders
     from data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from utils import engine
     cfg = loaders.resolve_roots(config.parse(use_gpu=device_name == 'cuda', vis=False))
     _, train, _ = loaders.train_val_samples(cfg)
     cfg.image_size = loaders.image_size(cfg, train)
-    device = engine.select_device(cfg)
+    device = config.select_device(cfg)
     setup = naive_setup(cfg, device, workers=2)
     net = setup[1]
     val = datasets.ImageFolder(cfg.val_data_root, T.Compose([T.Resize((cfg.image_size, cfg.image_size)), T.ToTensor(),

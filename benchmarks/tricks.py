@@ -110,7 +110,9 @@ def run_one(name, overrides, roots, args, out, seed):
     import config
     from data import loaders
     from data.dataset import BadFileLog
-    from utils import engine, metrics
+    from utils.train import engine
+    from utils.evaluate import loop
+    from utils.evaluate import metrics
     train, val, test = roots
     settings = dict(train_data_root=train, val_data_root=val, test_data_root=test, model=args.model,
                     max_epoch=args.epochs, batch_size=args.batch_size, num_workers=args.num_workers, vis=False,
@@ -131,12 +133,12 @@ def run_one(name, overrides, roots, args, out, seed):
         raw = torch.load(best, weights_only=True)['best_metric']
         ema = torch.load(os.path.join(run_dir, 'best_model_ema.pth'), weights_only=True)['best_metric']
         best = os.path.join(run_dir, 'best_model_ema.pth') if ema > raw else best  # the better one, as reported
-    model, ecfg, ckpt, device = engine.load_for_eval(config.parse(load_path=best, num_workers=args.num_workers,
+    model, ecfg, ckpt, device = loop.load_for_eval(config.parse(load_path=best, num_workers=args.num_workers,
                                                                   use_gpu=args.use_gpu))
     dataset = loaders.eval_dataset(ecfg, test, ckpt['classes'])
-    result = engine.evaluate(model, loaders.eval_loader(dataset, ecfg), torch.nn.CrossEntropyLoss(), device,
+    result = loop.evaluate(model, loaders.eval_loader(dataset, ecfg), torch.nn.CrossEntropyLoss(), device,
                              BadFileLog(), 'test')
-    cm = metrics.confusion_matrix(result['targets'], result['probs'].argmax(1), len(ckpt['classes']))
+    cm = metrics.confusion(result['targets'], result['probs'].argmax(1), len(ckpt['classes']))
     return {'trick': name, 'seed': seed, 'model': args.model, 'epochs': args.epochs, 'val_acc': ckpt['best_metric'], 'test_acc': result['acc'],
             'macro_f1': macro_f1(cm), 'seconds': seconds}
 

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from models.attention import add_attention
+from models.layers.attention import add_attention
 from third_party.ranger import Ranger
-from utils.losses import LabelSmoothSoftmaxCE, class_weights
-from utils.mix import MixBatch, mixed_criterion
+from utils.train.losses import LabelSmoothSoftmaxCE, class_weights
+from data.mix import MixBatch, mixed_criterion
 
 
 def train(device, steps=8, kind='cbam'):

@@ -1,6 +1,6 @@
 """The image cache (`--cache=ram|gpu`, or `auto`, the default, which picks one): every image decoded and
 resized to the working size once, kept as uint8 in the host's memory (ram) or on the CUDA device (gpu), served
-a whole batch at a time, and augmented per batch on the training device (utils/fast.py: finish_batch): the
+a whole batch at a time, and augmented per batch on the training device (finish_batch, below): the
 `basic` and `resized` presets, `hflip`, `jitter`, the normalisation (ImageNet's or the training set's own) and
 `erasing`, in the order the per-image transforms apply them. With `gpu` an epoch never touches the host.
 
@@ -268,4 +268,20 @@ def prepare_batch(images, cfg, train):
     images = normalize(images, *norm_stats(cfg))
     if train and cfg.erasing > 0:
         images = erase_batch(images, cfg.erasing)
+    return images
+
+
+def use_channels_last(cfg, device):
+    return device.type == 'cuda' and cfg.channels_last != 'off'
+
+
+def finish_batch(images, device, cfg, train):
+    """Images ready for the model on `device`: uint8 batches from the cache (RAM or GPU) are augmented (train) and
+    normalised here, on the device (prepare_batch); float batches pass through. channels_last on CUDA when
+    set."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = prepare_batch(images, cfg, train)
+    if use_channels_last(cfg, device):
+        images = images.contiguous(memory_format=torch.channels_last)
     return images

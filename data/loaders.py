@@ -63,7 +63,7 @@ def train_val_samples(cfg, classes=None):
         samples, val = samples + val, []
     check_classes(found, samples, source, cfg.allow_empty_classes)
     if cfg.kfold:
-        from utils.folds import kfold_indices
+        from data.folds import kfold_indices
         train_idx, val_idx = kfold_indices([label for _, label in samples], cfg.kfold, cfg.fold, cfg.seed)
     elif val:
         return found, samples, val

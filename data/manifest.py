@@ -11,6 +11,7 @@ import csv
 import os
 
 from config import UserError
+from utils.io import atomic
 from .dataset import find_classes, scan, stratified_split
 
 SPLITS = ('train', 'val', 'test')
@@ -46,14 +47,11 @@ def write(path, rows, fields=('path', 'label')):
     """Write rows (dicts with at least the `fields`) with paths relative to the manifest's folder; the file
     appears whole or not at all."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
+    with atomic(path, newline='') as f:
         w = csv.DictWriter(f, list(fields), extrasaction='ignore')
         w.writeheader()
         for row in rows:
             w.writerow(dict(row, path=os.path.relpath(os.path.abspath(row['path']), folder)))
-    os.replace(tmp, path)
     return path
 
 

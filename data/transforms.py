@@ -5,6 +5,7 @@ import os
 from torchvision import transforms as T
 
 from config import UserError
+from utils.io import write_json
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NORM_FILE = 'normalization.json'
@@ -47,7 +48,7 @@ def normalize_name(cfg):
         path = cfg.pretrained_path
         if not path:
             return 'dataset'
-        from utils.checkpoint import stored_settings
+        from utils.io import stored_settings
         return 'dataset' if stored_settings(path).get('normalize') == 'dataset' else 'imagenet'
     return name
 
@@ -102,9 +103,7 @@ def prepare_normalization(cfg, train_set, val_set, run_dir):
             stats = json.load(f)
     else:
         stats = dataset_stats(train_set.samples, cfg.image_size)
-        with open(path + '.tmp', 'w') as f:
-            json.dump(stats, f)
-        os.replace(path + '.tmp', path)
+        write_json(stats, path)
         print(f'normalisation from the training images: mean {stats["mean"]}, std {stats["std"]} (cached in {path})')
     cfg.norm_stats = stats
     train_set.transform = train_transform(cfg, cfg.image_size)

@@ -60,7 +60,7 @@ def resolve_attention(name, attention, pretrained_path='', pretrained='none'):
         if str(pretrained).lower() != 'none':
             return 'none'
         if pretrained_path:
-            from utils.checkpoint import stored_settings
+            from utils.io import stored_settings
             stored = str(stored_settings(pretrained_path).get('attention', 'none')).lower()
             return stored if stored in ('se', 'cbam') and name in ATTENTION_MODELS else 'none'
         return 'cbam' if name in ATTENTION_MODELS else 'none'
@@ -88,7 +88,7 @@ def build(name, num_classes, pretrained_path='', attention='none', freeze_backbo
     from . import pretrained as published
     name = canonical_name(name)
     attention = resolve_attention(name, attention, pretrained_path, pretrained)
-    weights = published.find(name, pretrained)
+    weights = published.find(name, timm_name(name), pretrained)
     if timm_name(name) is not None:
         from .timm_models import timm_model
         model = timm_model(num_classes=num_classes, name=timm_name(name), weights=weights, **kwargs)
@@ -97,7 +97,7 @@ def build(name, num_classes, pretrained_path='', attention='none', freeze_backbo
         model = getattr(importlib.import_module(module), builder)(num_classes=num_classes, **kwargs)
     model.model_name = name
     if attention != 'none':
-        from .attention import add_attention
+        from .layers.attention import add_attention
         add_attention(model.net, attention, identity=weights is not None)
     if pretrained_path:
         model.load_pretrained(pretrained_path)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from config import UserError
-from utils import checkpoint
+from utils.io import load_checkpoint
 
 
 class BasicModule(nn.Module):
@@ -34,7 +34,7 @@ class BasicModule(nn.Module):
     def load_pretrained(self, path):
         """Start from a local weights file (plain state_dict, or a dict holding one under 'model' /
         'state_dict'); see `load_weights`."""
-        state = checkpoint.load(path, 'cpu')
+        state = load_checkpoint(path, 'cpu')
         for key in ('model', 'state_dict'):
             if isinstance(state.get(key), dict):
                 state = state[key]

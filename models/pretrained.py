@@ -42,17 +42,16 @@ def offline():
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def find(model_name, spec):
-    """The Weights that --pretrained=`spec` names for `model_name` (None for none); UserError for a spec that
-    does not exist or does not fit the model. Looks nothing up on disk."""
-    from . import canonical_name, timm_name
-    name, spec = canonical_name(model_name), str(spec).strip()
+def find(name, arch, spec):
+    """The Weights that --pretrained=`spec` names for the registry's model `name`, built by timm as `arch` (None:
+    by torchvision or resnest) -- None for none; UserError for a spec that does not exist or does not fit the
+    model. Looks nothing up on disk."""
+    spec = str(spec).strip()
     if spec.lower() == 'none':
         return None
     hub = spec.lower().startswith('timm/')
     if spec.lower() != 'imagenet' and not hub:
         raise config.UserError(f'unknown --pretrained={spec!r}; choose {SPECS}')
-    arch = timm_name(name)
     if arch is None:
         if hub:
             raise config.UserError(f'--pretrained={spec} is a timm model\'s file, {name} is built by '
@@ -141,13 +140,13 @@ def prepare(cfg):
         raise config.UserError('give one of --pretrained and --pretrained-path, not both')
     weights = find(cfg.model, cfg.pretrained)
     if weights is not None:
-        from data.clean import sha256
+        from utils.io import sha256
         path = ensure(weights)
         cfg.pretrained_weights = {'library': weights.library, 'name': weights.name, 'file': path,
                                   'sha256': sha256(path)}
         cfg.image_size = cfg.image_size or weights.image_size
     elif cfg.pretrained_path and not cfg.image_size:
-        from utils.checkpoint import stored_settings
+        from utils.io import stored_settings
         cfg.image_size = int(stored_settings(cfg.pretrained_path).get('image_size', 0))
     return cfg
 
@@ -155,5 +154,5 @@ def prepare(cfg):
 def load_into(model, weights):
     """Load a torch hub weights file (torchvision, resnest) into `model`; timm files are loaded by timm itself
     when the model is created."""
-    from utils import checkpoint
-    return model.load_weights(checkpoint.load(ensure(weights)), weights.name)
+    from utils.io import load_checkpoint
+    return model.load_weights(load_checkpoint(ensure(weights)), weights.name)

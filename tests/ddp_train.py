@@ -13,7 +13,8 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.data import Sampler  # noqa: E402
 
 import config  # noqa: E402
-from utils import distributed, engine  # noqa: E402
+from utils.train import distributed
+from utils.train import engine  # noqa: E402
 
 
 class Recorded(Sampler):

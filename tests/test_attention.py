@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models import resnet18, resnet34, resnet50
 
-from models.attention import CBAM, SE, ChannelAttention, SpatialAttention, add_attention
+from models.layers.attention import CBAM, SE, ChannelAttention, SpatialAttention, add_attention
 
 
 @pytest.mark.parametrize('channels', [1, 3, 64])

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.dashboard import (dump_dom, find_chromium, free_port, is_loopback, screenshot, start_server,
+from utils.dashboard.server import (dump_dom, find_chromium, free_port, is_loopback, screenshot, start_server,
                              stop_server)
-from utils.visdom_static import (ASSETS, ensure_static, fetch_tarballs, is_built, missing_assets,
+from utils.dashboard.assets import (ASSETS, ensure_static, fetch_tarballs, is_built, missing_assets,
                                  visdom_static_dir)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +188,7 @@ def test_headless_chromium_renders_the_plots_offline(server, pushed, tmp_path):
 
 def test_serve_prints_the_url_and_stops_its_server_on_ctrl_c(tmp_path):
     port = free_port()
-    code = f"from utils.dashboard import serve; serve(port={port}, env_path={str(tmp_path)!r})"
+    code = f"from utils.dashboard.server import serve; serve(port={port}, env_path={str(tmp_path)!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -18,11 +18,12 @@ from PIL import Image
 
 import config
 from conftest import ROOT, run_cli, write_class_folders
-from utils import engine
-from utils.dashboard import dump_dom, find_chromium, free_port, screenshot, start_server, stop_server
-from utils.panes import WIN, RunDashboard
-from utils.replay import read_log, replay_run
-from utils.visdom_static import is_built
+from utils.train import engine
+from utils.evaluate import loop
+from utils.dashboard.server import dump_dom, find_chromium, free_port, screenshot, start_server, stop_server
+from utils.dashboard.windows import WIN, RunDashboard
+from utils.dashboard.replay import read_log, replay_run
+from utils.dashboard.assets import is_built
 
 pytestmark = pytest.mark.skipif(not is_built() and not __import__('shutil').which('npm'),
                                 reason='npm is not installed and visdom\'s static files are missing (bash .ci/node.sh)')
@@ -134,7 +135,7 @@ def test_worst_misclassified_are_the_val_images_with_the_lowest_true_class_proba
     import torch
     from data import loaders
     from data.transforms import eval_transform
-    model, cfg, _, _ = engine.load_for_eval(config.parse(load_path=os.path.join(live_run, 'last.pth'),
+    model, cfg, _, _ = loop.load_for_eval(config.parse(load_path=os.path.join(live_run, 'last.pth'),
                                                          num_workers=0))
     _, _, val = loaders.train_val_samples(loaders.resolve_roots(cfg))
     pixels = [np.asarray(Image.open(path).convert('RGB')) for path, _ in val]

@@ -12,11 +12,12 @@ from PIL import Image
 
 import config
 from conftest import FAST, ROOT, run_cli, write_class_folders
-from data import analyze as report
-from data import clean, loaders, manifest
+from utils.curate import analyze as report
+from data import loaders, manifest
+from utils.curate import clean
 from data.demo import ensure_demo
 from data.hard import UpsampledDataset
-from utils import pseudo
+from utils.curate import pseudo
 
 
 def tree(root):
@@ -214,7 +215,7 @@ def test_class_cap_keeps_the_merged_distribution_close_to_training():
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """One SqueezeNet epoch on a manifest of tiny data, plus an unlabelled folder."""
-    from utils import engine
+    from utils.train import engine
     tmp = tmp_path_factory.mktemp('pseudo')
     write_class_folders(tmp / 'data' / 'train', ['a', 'b', 'c'], 12, seed=0)
     write_class_folders(tmp / 'external' / 'batch1', ['a', 'b', 'c'], 4, seed=7)
@@ -271,10 +272,11 @@ def test_pseudo_never_labels_validation_or_test_images_found_by_path_or_content(
 def test_hard_lists_name_exactly_the_images_the_checkpoint_gets_wrong(trained):
     import torch
     from data.transforms import eval_transform
-    from utils import engine, hard
+    from utils.evaluate import loop
+    from utils.curate import hard
     tmp, ckpt = trained
     written = hard.find(config.parse(load_path=ckpt, num_workers=0))
-    model, cfg, saved, _ = engine.load_for_eval(config.parse(load_path=ckpt, num_workers=0))
+    model, cfg, saved, _ = loop.load_for_eval(config.parse(load_path=ckpt, num_workers=0))
     transform = eval_transform(cfg, cfg.image_size)
     split = manifest.read(str(tmp / 'data' / 'split.csv'))
     for name in ('train', 'val'):
@@ -339,11 +341,11 @@ def test_upsampled_copies_come_from_the_ram_cache_too(tmp_path, capsys):
 
 
 def test_class_distribution_bar_chart_reaches_a_running_dashboard(tmp_path):
-    from utils.dashboard import free_port, start_server, stop_server
-    from utils.visdom_static import is_built
+    from utils.dashboard.server import free_port, start_server, stop_server
+    from utils.dashboard.assets import is_built
     if not is_built() and shutil.which('npm') is None:
         pytest.skip("visdom's static files are missing and npm is not installed")
-    from utils.visualize import Visualizer
+    from utils.dashboard.client import Visualizer
     port = free_port()
     proc = start_server(port=port, env_path=tmp_path, timeout=30)
     try:

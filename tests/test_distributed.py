@@ -10,7 +10,7 @@ from torch.utils.data import RandomSampler, WeightedRandomSampler
 import config
 from conftest import ROOT, write_class_folders
 from data.samplers import build_sampler
-from utils.distributed import ShardedSampler
+from utils.train.distributed import ShardedSampler
 
 
 def shards(make_sampler, world, seed=0):

@@ -15,7 +15,8 @@ import config
 import main
 from conftest import FAST, write_class_folders
 from data import transforms
-from utils import engine
+from utils.train import engine
+from utils.evaluate import loop
 from utils.evaluate import export
 
 CLASSES = ['00000', '00001', '00002']
@@ -67,7 +68,7 @@ def test_export_all_writes_both_files_with_their_sidecars_and_prints_the_parity_
 @pytest.mark.filterwarnings('ignore:`torch.jit.load` is deprecated:FutureWarning')
 def test_the_graph_takes_0_1_images_of_any_batch_and_returns_the_models_probabilities(shipped, exported):
     import onnxruntime
-    model, cfg, _, _ = engine.load_for_eval(config.parse(load_path=shipped['ckpt']))
+    model, cfg, _, _ = loop.load_for_eval(config.parse(load_path=shipped['ckpt']))
     test = sorted(str(p) for p in (shipped['root'] / 'data' / 'test').rglob('*.png'))
     images = pixels(test)
     with torch.no_grad():
@@ -106,7 +107,7 @@ def test_predict_and_testforacc_take_the_exported_files_and_agree_with_the_check
 def test_the_parity_check_refuses_a_graph_that_differs_from_the_model(shipped, exported):
     other = engine.fit(config.parse(train_data_root=str(shipped['root'] / 'data' / 'train'), seed=1,
                                     checkpoint_dir=str(shipped['root'] / 'ck'), run_name='other', **FAST))
-    model, cfg, ckpt, _ = engine.load_for_eval(config.parse(load_path=os.path.join(other, 'best_model.pth'),
+    model, cfg, ckpt, _ = loop.load_for_eval(config.parse(load_path=os.path.join(other, 'best_model.pth'),
                                                             num_workers=0))
     deployable = export.Deployable(model.eval(), *transforms.norm_stats(cfg))
     graph = export.Exported(shipped['onnx'], export.read_meta(shipped['onnx']))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.folds import kfold_indices
+from data.folds import kfold_indices
 
 LABELS = np.array([0] * 13 + [1] * 7 + [2] * 10)
 

@@ -12,9 +12,11 @@ from conftest import FAST, run_cli
 from data import cache, loaders, transforms
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
-from utils import engine, fast, tricks
-from utils.optim import Schedule, build_optimizer, build_scheduler
-from utils.panes import RunDashboard
+from utils.train import engine
+from utils.train import precision as fast
+from utils.train import step as tricks
+from utils.train.optim import Schedule, build_optimizer, build_scheduler
+from utils.dashboard.windows import RunDashboard
 
 
 def settings(tiny_data, **extra):
@@ -29,7 +31,7 @@ def test_auto_caches_in_ram_when_the_images_fit_and_says_so(tiny_data, capsys, a
     assert cfg.cache == 'ram' and isinstance(train_set, cache.CachedImages) and isinstance(val_set, cache.CachedImages)
     assert 'cache: ram (auto)' in capsys.readouterr().out
     images, labels, bad = next(iter(loaders.train_loader(train_set, cfg, None, torch.Generator())))
-    out = fast.finish_batch(images, torch.device('cpu'), cfg, True)
+    out = cache.finish_batch(images, torch.device('cpu'), cfg, True)
     assert out.dtype == torch.float32 and out.shape == (len(labels), 3, 32, 32)
 
 
@@ -116,7 +118,7 @@ def test_epoch_loss_and_accuracy_are_the_means_over_its_images(tiny_data, tmp_pa
     vis = RunDashboard(cfg, str(tmp_path), train_set.classes, enabled=False)
     result = engine.train_one_epoch(model, loader, criterion, optimizer, Schedule(None, 'none'), torch.device('cpu'),
                                     0, cfg, vis, BadFileLog())
-    images = fast.finish_batch(train_set.images, torch.device('cpu'), cfg, True)
+    images = cache.finish_batch(train_set.images, torch.device('cpu'), cfg, True)
     labels = torch.tensor(train_set.targets)
     with torch.no_grad():
         output = model(images)
@@ -166,7 +168,7 @@ def test_a_steady_state_training_step_never_waits_for_the_gpu(tiny_data, tmp_pat
 
 
 def test_checkpoints_are_written_from_a_host_copy_in_order_and_a_failed_write_is_raised(tmp_path):
-    from utils.checkpoint_writer import CheckpointWriter, to_host
+    from utils.train.checkpoint_writer import CheckpointWriter, to_host
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.ones(1, 3)).sum().backward()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.fusion import fit_stacking, hard_vote, soft_vote, stack_predict
+from utils.evaluate.fusion import fit_stacking, hard_vote, soft_vote, stack_predict
 
 A = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
 B = np.array([[0.2, 0.7, 0.1], [0.1, 0.5, 0.4]])

@@ -15,9 +15,11 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 import config
 import main
 from conftest import FAST, run_cli, write_class_folders
-from utils import engine, inference
-from utils.ensemble import ensemble, member_probabilities
-from utils.visualize import Visualizer
+from utils.train import engine
+from utils.evaluate import loop
+from utils.evaluate import loop as inference
+from utils.evaluate.fusion import ensemble, member_probabilities
+from utils.dashboard.client import Visualizer
 
 CLASSES = ['00000', '00001', '00002']
 
@@ -57,7 +59,7 @@ def test_testforacc_prints_and_writes_the_full_report(runs):
 
 def test_testforacc_with_tta_writes_its_own_report(runs):
     cfg = config.parse(load_path=runs['a'], num_workers=0, vis=False, tta='five_crop', tta_merge='gmean')
-    summary = engine.evaluate_checkpoint(cfg, 'test')
+    summary = loop.evaluate_checkpoint(cfg, 'test')
     assert summary['tta'] == 'five_crop' and summary['n_samples'] == 12
     assert os.path.isfile(os.path.join(os.path.dirname(runs['a']), 'test_tta-five_crop_confusion.png'))
 
@@ -108,7 +110,7 @@ def test_svm_command_saves_a_head_that_testforacc_and_predict_use(runs, tmp_path
     head = os.path.join(os.path.dirname(runs['a']), 'best_model_svm.npz')
     assert os.path.isfile(head)
     fitted = json.load(open(head[:-4] + '.json'))
-    summary = engine.evaluate_checkpoint(config.parse(load_path=runs['a'], num_workers=0, vis=False,
+    summary = loop.evaluate_checkpoint(config.parse(load_path=runs['a'], num_workers=0, vis=False,
                                                       head='svm'), 'test')
     assert summary['head'] == 'svm' and summary['top1'] == pytest.approx(fitted['test']['svm_top1'])
     assert summary['loss'] is None
@@ -230,21 +232,21 @@ def test_kfold_training_holds_out_the_stratified_fold_as_validation(runs, capsys
 
 
 def test_heatmap_without_a_server_is_a_silent_no_op():
-    from utils.dashboard import free_port
+    from utils.dashboard.server import free_port
     vis = Visualizer(port=free_port())
     assert not vis.active
     vis.heatmap('confusion', [[1, 0], [0, 1]], ['a', 'b'], ['a', 'b'])  # must not raise
 
 
 def test_testforacc_draws_the_confusion_heatmap_on_a_running_dashboard(runs, tmp_path):
-    from utils.dashboard import free_port, start_server, stop_server
-    from utils.visdom_static import is_built
+    from utils.dashboard.server import free_port, start_server, stop_server
+    from utils.dashboard.assets import is_built
     if not is_built():
         pytest.skip("visdom's static files are missing (bash .ci/node.sh)")
     port = free_port()
     proc = start_server(port=port, env_path=tmp_path / 'visdom', timeout=30)
     try:
-        summary = engine.evaluate_checkpoint(config.parse(load_path=runs['a'], num_workers=0, vis=True, vis_port=port,
+        summary = loop.evaluate_checkpoint(config.parse(load_path=runs['a'], num_workers=0, vis=True, vis_port=port,
                                                           env='report_test'), 'test')
         vis = Visualizer('report_test', port=port)
         trace = json.loads(vis.vis.get_window_data('test confusion', 'report_test'))['content']['data'][0]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import config
-from utils.losses import LOSSES, JointLoss, LabelSmoothSoftmaxCE, build_loss, class_weights
+from utils.train.losses import LOSSES, JointLoss, LabelSmoothSoftmaxCE, build_loss, class_weights
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0],
                        [0.0, 1.0, 3.0],

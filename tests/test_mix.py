@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.mix import MixBatch, cutmix, mixed_criterion, mixup
+from data.mix import MixBatch, cutmix, mixed_criterion, mixup
 
 
 def _index_coded(n, h=16, w=12):

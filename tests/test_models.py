@@ -5,7 +5,7 @@ import torch
 
 import config
 import models
-from utils import checkpoint
+from utils import io as checkpoint
 
 NAMES = models.list_models()
 
@@ -52,8 +52,8 @@ def test_a_checkpoint_of_another_class_count_is_refused_with_both_counts():
 
 def test_checkpoints_are_written_atomically_and_read_without_unpickling_code(tmp_path):
     path = tmp_path / 'c.pth'
-    checkpoint.save({'x': torch.ones(2), 'epoch': 3}, path)
-    assert checkpoint.load(path)['epoch'] == 3
+    checkpoint.save_checkpoint({'x': torch.ones(2), 'epoch': 3}, path)
+    assert checkpoint.load_checkpoint(path)['epoch'] == 3
     assert [p.name for p in tmp_path.iterdir()] == ['c.pth']  # no temporary left behind
 
     class Evil:
@@ -61,14 +61,14 @@ def test_checkpoints_are_written_atomically_and_read_without_unpickling_code(tmp
             return (print, ('pwned',))
     torch.save({'x': Evil()}, tmp_path / 'evil.pth')
     with pytest.raises(config.UserError, match='not a readable checkpoint'):
-        checkpoint.load(tmp_path / 'evil.pth')
+        checkpoint.load_checkpoint(tmp_path / 'evil.pth')
     with pytest.raises(config.UserError, match='does not exist'):
-        checkpoint.load(tmp_path / 'missing.pth')
+        checkpoint.load_checkpoint(tmp_path / 'missing.pth')
 
 
 def test_only_a_damaged_or_foreign_file_reads_as_not_a_readable_checkpoint(tmp_path):
     good = tmp_path / 'good.pth'
-    checkpoint.save({'model': {'w': torch.arange(100.0)}, 'epoch': 3}, good)
+    checkpoint.save_checkpoint({'model': {'w': torch.arange(100.0)}, 'epoch': 3}, good)
     data = good.read_bytes()
     with zipfile.ZipFile(tmp_path / 'foreign.zip', 'w') as z:
         z.writestr('notes.txt', 'not a checkpoint')
@@ -77,10 +77,10 @@ def test_only_a_damaged_or_foreign_file_reads_as_not_a_readable_checkpoint(tmp_p
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(config.UserError, match=f'{name} is not a readable checkpoint'):
-            checkpoint.load(tmp_path / name)
+            checkpoint.load_checkpoint(tmp_path / name)
     # an intact file and an error of the caller's (an unknown device): the error is not the file's
     with pytest.raises(RuntimeError, match='nodevice') as caught:
-        checkpoint.load(good, map_location='nodevice')
+        checkpoint.load_checkpoint(good, map_location='nodevice')
     assert not isinstance(caught.value, config.UserError)
 
 

@@ -13,10 +13,10 @@ import config
 from conftest import write_class_folders
 from data import loaders, transforms
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from utils import fast
-from utils.dashboard import free_port
-from utils.panes import WIN, RunDashboard, eta, labelled_tile, unnormalize, worst_misclassified
-from utils.replay import read_log
+from data.cache import finish_batch
+from utils.dashboard.server import free_port
+from utils.dashboard.windows import WIN, RunDashboard, eta, labelled_tile, unnormalize, worst_misclassified
+from utils.dashboard.replay import read_log
 
 
 def test_unnormalize_gives_back_the_pixels_before_normalize():
@@ -71,7 +71,7 @@ def cached_and_streamed(tmp_path, capsys):
         transforms.prepare_normalization(cfg, train_set, val_set, run_dir)
         vis = RunDashboard(cfg, run_dir, train_set.classes)  # no server: the windows are recorded in visdom.log
         images, labels, _ = next(iter(loaders.eval_loader(train_set, cfg)))
-        vis.show_batch(fast.finish_batch(images, torch.device('cpu'), cfg, True), labels)
+        vis.show_batch(finish_batch(images, torch.device('cpu'), cfg, True), labels)
         targets = np.asarray(val_set.targets)
         probs = np.full((len(targets), 3), 0.1)
         probs[np.arange(len(targets)), (targets + 1) % 3] = 0.8  # every image wrong

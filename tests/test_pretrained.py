@@ -11,8 +11,8 @@ import torch
 import config
 import models
 from conftest import FAST, run_cli
-from utils import engine
-from utils.optim import build_optimizer, build_scheduler
+from utils.train import engine
+from utils.train.optim import build_optimizer, build_scheduler
 
 
 def put_in_torch_hub(monkeypatch, tmp_path, name, filename):
@@ -176,7 +176,7 @@ def test_pretrained_specs_that_do_not_fit_are_one_line_before_any_work(tmp_path)
 
 
 def test_pseudo_rounds_retrain_a_pretrained_run_from_its_checkpoint(tiny_data, tmp_path, monkeypatch):
-    from utils import pseudo
+    from utils.curate import pseudo
     put_in_torch_hub(monkeypatch, tmp_path, 'SqueezeNet', 'squeezenet1_1-b8a52dc0.pth')
     run = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path / 'ck'),
                                   run_name='tv', pretrained='imagenet', **FAST))

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import classification_report
 
-from utils.report import classification_summary, confusion_png, format_summary, write_summary
+from utils.evaluate.metrics import classification_summary, confusion_png, format_summary, write_summary
 
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
 Y_PRED = np.array([0, 0, 1, 1, 2, 2, 2, 1, 2, 0])

@@ -15,11 +15,11 @@ from PIL import Image
 import config
 import models
 from conftest import FAST, run_cli, write_class_folders
-from utils import engine
-from utils.dashboard import dump_dom, find_chromium, free_port, screenshot
+from utils.train import engine
+from utils.dashboard.server import dump_dom, find_chromium, free_port, screenshot
 from utils.evaluate import gradcam
-from utils.panes import WIN
-from utils.replay import read_log
+from utils.dashboard.windows import WIN
+from utils.dashboard.replay import read_log
 
 CLASSES = ['00000', '00001', '00002']
 SECTIONS = ['headline', 'curves', 'training-images', 'val', 'val-confusion', 'val-per-class', 'val-images',

@@ -11,7 +11,8 @@ import config
 import models
 from benchmarks import faults
 from conftest import FAST, run_cli, write_class_folders
-from utils import checkpoint, engine
+from utils import io as checkpoint
+from utils.train import engine
 
 ARGS = ['--model=SqueezeNet', '--image-size=32', '--max-epoch=2', '--batch-size=8', '--num-workers=0', '--vis=false',
         '--ema']
@@ -122,9 +123,9 @@ def test_a_disk_without_room_for_the_checkpoints_is_refused_before_the_run_start
 def test_a_save_that_fills_the_disk_names_the_folder_and_keeps_the_previous_file(tmpfs):
     folder = tmpfs('size=1m')
     path = folder / 'last.pth'
-    checkpoint.save({'model': torch.ones(1000)}, path)
+    checkpoint.save_checkpoint({'model': torch.ones(1000)}, path)
     where = re.escape(str(folder))
     with pytest.raises(config.UserError, match=rf'^could not write {where}/last.pth \(.* MiB free in {where}\)'):
-        checkpoint.save({'model': torch.ones(2 ** 19)}, path)  # 2 MiB
+        checkpoint.save_checkpoint({'model': torch.ones(2 ** 19)}, path)  # 2 MiB
     assert torch.equal(torch.load(path, weights_only=True)['model'], torch.ones(1000))
     assert os.listdir(folder) == ['last.pth']

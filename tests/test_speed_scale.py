@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import config
 from conftest import FAST, LEARNS
 from data import cache, loaders
-from utils import engine, fast
+from utils.train import engine
 
 
 def test_cached_eval_tensors_equal_uncached_ones_at_the_working_size(tiny_data, capsys):
@@ -125,9 +125,9 @@ def test_cached_batches_get_every_default_augmentation_and_the_dataset_normalisa
     image = val_set[0][0]
     from PIL import Image
     expected = plain(Image.fromarray(image.permute(1, 2, 0).numpy()))
-    assert torch.allclose(fast.finish_batch(image[None], torch.device('cpu'), cfg, False)[0], expected, atol=1e-6)
+    assert torch.allclose(cache.finish_batch(image[None], torch.device('cpu'), cfg, False)[0], expected, atol=1e-6)
     batch = torch.stack([train_set[i][0] for i in range(len(train_set))])
     torch.manual_seed(0)
-    out = fast.finish_batch(batch, torch.device('cpu'), cfg, True)
+    out = cache.finish_batch(batch, torch.device('cpu'), cfg, True)
     zero = (out == 0).all(1).flatten(1).any(1)  # erased pixels are 0 in every channel
     assert out.dtype == torch.float32 and zero.any() and not zero.all()

@@ -3,7 +3,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from utils.svm_head import fit_svm_head, load_svm_head, save_svm_head
+from utils.evaluate.svm_head import fit_svm_head, load_svm_head, save_svm_head
 
 
 @pytest.fixture(scope="module")

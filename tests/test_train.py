@@ -11,7 +11,7 @@ import torch
 
 import config
 from conftest import FAST, LEARNS, ROOT, run_cli, write_class_folders
-from utils import engine
+from utils.train import engine
 
 
 def fast_args(**extra):
@@ -125,9 +125,9 @@ def test_bad_input_is_one_clear_line_without_traceback(args, message, tmp_path):
 
 def test_an_error_inside_torch_keeps_its_traceback_and_a_user_mistake_is_one_line(tmp_path, monkeypatch, capsys):
     import main
-    from utils import checkpoint
+    from utils import io as checkpoint
     path = tmp_path / 'c.pth'
-    checkpoint.save({'model': {}, 'model_name': 'SqueezeNet', 'num_classes': 3}, path)
+    checkpoint.save_checkpoint({'model': {}, 'model_name': 'SqueezeNet', 'num_classes': 3}, path)
 
     def internal_error(*args, **kwargs):
         raise ValueError('an internal check of torch failed')

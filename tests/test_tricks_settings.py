@@ -14,10 +14,12 @@ import models
 from conftest import FAST, crop_box, gradient_image, write_class_folders
 from data import transforms
 from data.samplers import build_sampler
-from utils import engine, tricks
-from utils.losses import class_weights
-from utils.optim import build_optimizer, build_scheduler, warmup_cosine_factor
-from utils.panes import unnormalize
+from utils.train import engine
+from utils.evaluate import loop
+from utils.train import step as tricks
+from utils.train.losses import class_weights
+from utils.train.optim import build_optimizer, build_scheduler, warmup_cosine_factor
+from utils.dashboard.windows import unnormalize
 
 LONG_TAIL = [0] * 800 + [1] * 160 + [2] * 40  # 20x imbalance
 
@@ -237,7 +239,7 @@ def test_accumulation_steps_on_each_groups_mean_and_nothing_carries_into_the_nex
     from torchvision import transforms as T
     from data import loaders
     from data.dataset import BadFileLog, ImageFolderDataset
-    from utils.panes import RunDashboard
+    from utils.dashboard.windows import RunDashboard
     root = write_class_folders(tmp_path / 'train', ['a', 'b', 'c'], 10)
     if unreadable_last:
         open(root / 'c' / 'zzz.png', 'wb').close()  # sorted last: the fourth batch holds only this file
@@ -320,7 +322,7 @@ def test_issue_recipe_settings_train_and_evaluate_resnet34_with_cbam(tiny_data, 
     run = _fit(tmp_path, tiny_data / 'train', 'recipe', model='ResNet34', attention='cbam', loss='joint',
                optimizer='ranger', cutmix_prob=0.5, sampler='imbalanced', scheduler='cosine', normalize='dataset')
     cfg = config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0)
-    model, ecfg, ckpt, _ = engine.load_for_eval(cfg)
+    model, ecfg, ckpt, _ = loop.load_for_eval(cfg)
     assert sum(1 for m in model.modules() if hasattr(m, 'attention')) == 16
     assert ecfg.norm_stats == ckpt['normalization'] and len(ckpt['normalization']['mean']) == 3
 
@@ -354,10 +356,10 @@ def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, t
         ('cbam', 'dataset', 'label_smooth', 'adamw', 'onecycle')
     ckpt = torch.load(os.path.join(run, 'best_model.pth'), weights_only=True)
     assert sum('.attention.' in key for key in ckpt['model']) > 16  # a module in each of the 16 blocks
-    model, cfg, ckpt, device = engine.load_for_eval(config.parse(load_path=os.path.join(run, 'best_model.pth'),
+    model, cfg, ckpt, device = loop.load_for_eval(config.parse(load_path=os.path.join(run, 'best_model.pth'),
                                                                  num_workers=0))
     assert cfg.norm_stats == json.load(open(os.path.join(run, 'normalization.json')))
-    result = engine.evaluate_checkpoint(config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0,
+    result = loop.evaluate_checkpoint(config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0,
                                                      vis=False), 'val')
     assert result['top1'] == pytest.approx(ckpt['best_metric'])
 
@@ -371,8 +373,8 @@ def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, t
 
 def test_the_choices_config_checks_are_what_the_registries_build():
     from data.samplers import SAMPLERS
-    from utils.losses import LOSSES
-    from utils.optim import OPTIMIZERS, SCHEDULERS
+    from utils.train.losses import LOSSES
+    from utils.train.optim import OPTIMIZERS, SCHEDULERS
     choices = config.choices()
     assert set(choices['sampler']) == set(SAMPLERS) and set(choices['loss']) == set(LOSSES)
     assert set(choices['optimizer']) == set(OPTIMIZERS) | {config.TIMM}

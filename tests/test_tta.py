@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import ttach as tta
 
-from utils.tta import MERGES, TTA_NAMES, TTAModel, build_tta
+from utils.evaluate.tta import MERGES, TTA_NAMES, TTAModel, build_tta
 
 
 def tiny_net(n_classes=4):

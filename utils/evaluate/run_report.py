@@ -12,6 +12,8 @@ import html
 import io
 import json
 import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -21,11 +23,11 @@ import config
 from data import loaders
 from data.dataset import BadFileLog, collate
 from data.transforms import norm_stats
-from utils import engine
-from utils.evaluate import gradcam
-from utils.mix import MixBatch
-from utils.panes import labelled_tile, unnormalize, worst_misclassified
-from utils.report import classification_summary
+from data.mix import MixBatch
+from utils.dashboard.windows import labelled_tile, unnormalize, worst_misclassified
+from utils.evaluate import gradcam, loop
+from utils.evaluate.metrics import classification_summary
+from utils.io import png_bytes, write_bytes, write_json
 
 WORST = 8  # mistakes shown with their Grad-CAM maps, in the page and in the dashboard's Grad-CAM pane
 MOSAIC = 32  # images in each mosaic
@@ -60,31 +62,9 @@ def page(title, body):
             f'<style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>')
 
 
-def png_bytes(image):
-    """A CHW uint8 array as PNG bytes."""
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(buf, format='PNG', optimize=True)
-    return buf.getvalue()
-
-
-def save_png(image, path):
-    """Write a CHW uint8 array as a PNG file."""
-    with open(path, 'wb') as f:
-        f.write(png_bytes(image))
-
-
 def img(png, alt=''):
     """An <img> whose picture is inside the page (a data: URI)."""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def write_atomic(path, data):
-    """Write bytes to a temporary file beside `path`, then rename: readers see the old file or the new one."""
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def run_folder(run):
@@ -194,7 +174,7 @@ def evaluate(name, root, dataset, model, cfg, device, known=None):
     """An Evaluation of `dataset`; unreadable files in `known` (already reported by training) warn no second time."""
     badlog = BadFileLog()
     badlog.seen.update(known or {})
-    result = engine.evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device,
+    result = loop.evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device,
                              badlog, f'report: {name}', cfg)
     return Evaluation(name, root, dataset, result, badlog.seen)
 
@@ -295,7 +275,7 @@ def write(run_dir, cli=None, vis=None, device=None, bad=None, test=None):
         with open(report_json) as f:
             previous = json.load(f)
     cli.load_path = os.path.join(run_dir, 'best_model.pth')
-    model, cfg, ckpt, run_device = engine.load_for_eval(cli)
+    model, cfg, ckpt, run_device = loop.load_for_eval(cli)
     cfg.cache = 'none'  # the report reads few training images; the RAM cache would decode them all first
     cfg = loaders.resolve_roots(cfg)
     classes = ckpt['classes']
@@ -335,7 +315,7 @@ def write(run_dir, cli=None, vis=None, device=None, bad=None, test=None):
     bad_all = {**training['bad_files'], **{p: r for ev in evals for p, r in ev.bad.items()}}
     body = (headline(run_dir, cfg, ckpt, rows, out, evals, train_set)
             + f'<h2 id="curves">Curves</h2>{img(curves_png, "curves")}'
-            + f'<h2 id="training-images">Training images as the model received them</h2>'
+            + '<h2 id="training-images">Training images as the model received them</h2>'
             + training_section(train_set, cfg, classes)
             + ''.join(sections)
             + distribution(classes, [('train', train_set)] + [(ev.name, ev.dataset) for ev in evals])
@@ -343,10 +323,10 @@ def write(run_dir, cli=None, vis=None, device=None, bad=None, test=None):
             + (table(('file', 'reason'), sorted(bad_all.items())) if bad_all else '<p>none</p>'))
     out['seconds'] = round(time.perf_counter() - start, 2)
     body += f'<p class="note">written {time.strftime("%Y-%m-%d %H:%M:%S")} in {out["seconds"]:.1f} s</p>'
-    write_atomic(os.path.join(run_dir, 'curves.png'), curves_png)
-    write_atomic(os.path.join(run_dir, 'report.html'),
-                 page(f'{ckpt["model_name"]}: {os.path.basename(os.path.abspath(run_dir))}', body).encode())
-    engine.write_json(out, report_json)
+    write_bytes(curves_png, os.path.join(run_dir, 'curves.png'))
+    write_bytes(page(f'{ckpt["model_name"]}: {os.path.basename(os.path.abspath(run_dir))}', body).encode(),
+                os.path.join(run_dir, 'report.html'))
+    write_json(out, report_json)
     if vis is not None and worst_shown and worst_shown[0]:
         vis.show_gradcam(np.stack(worst_shown[0]), worst_shown[1])
     print(f'report: {os.path.join(run_dir, "report.html")} ({out["seconds"]:.1f} s)')
@@ -444,3 +424,100 @@ def add_test(cfg, dataset, result, badlog):
         return None
     root = cfg.data_root or cfg.test_data_root
     return write(run_dir, cfg, test=(root, dataset, result, badlog.seen))
+
+
+def image_paths(data_root):
+    """(shown name, path) of every image in --data-root: a folder (any depth), one image file, or several image
+    files separated by commas."""
+    from data.dataset import is_image_file
+    from utils.evaluate.loop import find_images
+    if not data_root:
+        raise config.UserError('give the images to explain with --data-root=FOLDER (or an image file, or files '
+                               'separated by commas)')
+    if os.path.isdir(data_root):
+        return [(name, os.path.join(data_root, name)) for name in find_images(data_root)]
+    files = [data_root] if os.path.exists(data_root) else [p.strip() for p in data_root.split(',') if p.strip()]
+    wrong = [p for p in files if not os.path.isfile(p) or not is_image_file(os.path.basename(p))]
+    if wrong:
+        raise config.UserError(f'--data-root: {", ".join(wrong[:3])} is not an image file or a folder; give a folder '
+                               f'of images, an image file, or image files separated by commas')
+    return [(p, p) for p in files]
+
+
+def explain(cfg):
+    """Grad-CAM of --load-path for every image of --data-root: one PNG per image (the image beside the map of its
+    top-1 class) and index.html listing them with their top-k predictions. Returns the output folder."""
+    if not cfg.load_path:
+        raise config.UserError('give the checkpoint to explain with --load-path=checkpoints/<run>/best_model.pth')
+    if cfg.topk < 1:
+        raise config.UserError(f'--topk must be at least 1, got {cfg.topk}')
+    paths, out = image_paths(cfg.data_root), output_folder(cfg)
+    model, cfg, ckpt, device = loop.load_for_eval(cfg)
+    classes = ckpt['classes']
+    layer_name, layer = gradcam.target_layer(model, cfg.image_size)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(out), prefix='.explain-')  # renamed to `out` once complete
+    try:
+        cards, skipped = explain_into(tmp, model, layer, paths, classes, cfg, device)
+        if not cards:
+            raise config.UserError(f'no readable image in --data-root={cfg.data_root} ('
+                                   + '; '.join(f'{n}: {r}' for n, r in skipped[:3]) + ')')
+        body = (f'<h1>Grad-CAM of {html.escape(ckpt["model_name"])}</h1><p>'
+                f'{html.escape(os.path.abspath(cfg.load_path))}; layer <code>{layer_name}</code>; each image beside '
+                f'the map of its top-1 class, with its top-{cfg.topk} predictions.</p>{"".join(cards)}')
+        if skipped:
+            body += '<h2>Unreadable files</h2><ul>' + ''.join(
+                f'<li>{html.escape(n)}: {html.escape(r)}</li>' for n, r in skipped) + '</ul>'
+        with open(os.path.join(tmp, 'index.html'), 'w') as f:
+            f.write(page(f'Grad-CAM: {ckpt["model_name"]}', body))
+        os.replace(tmp, out)  # an empty --output folder is replaced whole
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f'Grad-CAM of {len(cards)} image(s) (layer {layer_name}) -> {os.path.join(out, "index.html")}'
+          + (f'; {len(skipped)} unreadable: ' + ', '.join(n for n, _ in skipped[:5]) if skipped else ''))
+    return out
+
+
+def output_folder(cfg):
+    """Where explain writes: --output (a new or empty folder), else a new explain-<time> beside the checkpoint."""
+    if not cfg.output:
+        folder = os.path.dirname(os.path.abspath(cfg.load_path))
+        return os.path.join(folder, f'explain-{time.strftime("%Y%m%d-%H%M%S")}')
+    if os.path.exists(cfg.output) and (not os.path.isdir(cfg.output) or os.listdir(cfg.output)):
+        raise config.UserError(f'--output={cfg.output} exists and is not an empty folder; give a new folder so that '
+                               f'nothing in it is overwritten')
+    return os.path.abspath(cfg.output)
+
+
+def explain_into(folder, model, layer, paths, classes, cfg, device):
+    """Write one PNG per readable image of `paths` into `folder`; returns (HTML figures, [(name, reason)] of the
+    unreadable files)."""
+    from data.dataset import load_rgb
+    from data.transforms import eval_transform, norm_stats
+    from utils.io import save_png
+    from utils.dashboard.windows import labelled_tile, unnormalize
+    transform, cards, skipped, side = eval_transform(cfg, cfg.image_size), [], [], max(gradcam.TILE, cfg.image_size)
+    for start in range(0, len(paths), cfg.batch_size):
+        batch, names = [], []
+        for name, path in paths[start:start + cfg.batch_size]:
+            try:
+                batch.append(transform(load_rgb(path)))
+                names.append(name)
+            except (OSError, ValueError, SyntaxError) as e:
+                skipped.append((name, f'{type(e).__name__}: {e}'))
+        if not batch:
+            continue
+        images = torch.stack(batch).to(device)
+        with torch.no_grad():
+            probs = model(images).float().softmax(1).cpu().numpy()
+        maps = gradcam.class_maps(model, layer, images, probs.argmax(1))
+        for k, (name, p, image) in enumerate(zip(names, probs, unnormalize(images, *norm_stats(cfg)))):
+            top = np.argsort(-p, kind='stable')[:min(cfg.topk, len(classes))]
+            file = f'{len(cards):04d}_{os.path.splitext(name)[0].replace(os.sep, "__").replace("/", "__")}.png'
+            save_png(np.concatenate([labelled_tile(image, ['image'], side), labelled_tile(
+                gradcam.overlay(image, maps[k]), [f'Grad-CAM {classes[top[0]]}'], side)], axis=2), os.path.join(folder, file))
+            cards.append(f'<figure><img src="{html.escape(file)}" alt=""><figcaption><b>{html.escape(name)}</b><br>'
+                         + '<br>'.join(f'{html.escape(classes[j])}: {100 * p[j]:.1f} %' for j in top)
+                         + '</figcaption></figure>')
+    return cards, skipped

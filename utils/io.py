@@ -1,13 +1,20 @@
-"""Checkpoints are plain dicts, written atomically and read with weights_only=True; a run's files are written so
-that a full or read-only disk is one line naming the folder, never a traceback or a damaged file."""
+"""The toolkit's shared file I/O, the lowest layer (data/ and models/ may import it): every file is written
+atomically (`atomic`: a temporary file beside it, synced, then renamed), so a crash leaves the old file or the new
+one; a full or read-only disk is one line naming the folder, never a traceback or a damaged file. Checkpoints are
+plain dicts read with weights_only=True. Image folders are walked by `image_files`."""
 import contextlib
+import csv
 import functools
+import hashlib
+import io
+import json
 import os
 import pickle
 import shutil
 import tempfile
 import zipfile
 
+import numpy as np
 import torch
 
 from config import UserError
@@ -18,17 +25,19 @@ TMP_PREFIX = '.tmp-'  # temporary checkpoints; a kill during a save can leave on
 TORCH_WRITE_ERRORS = ('inline_container', 'PytorchStreamWriter')
 
 
-def save(obj, path):
-    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file, and a
-    failed write (disk full, read-only) leaves the previous `path` as it was."""
+@contextlib.contextmanager
+def atomic(path, mode='w', **kwargs):
+    """Open a temporary file beside `path` for writing; when the block ends it is synced and renamed over `path`,
+    so readers see the old file or the new one, never part of one. On any error it is removed and `path` is left
+    as it was (a failed write -- disk full, read-only -- is one UserError line, see `writing`)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     with writing(path):
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix='.pth')
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=os.path.splitext(path)[1])
         try:
-            with os.fdopen(fd, 'wb') as f:
-                torch.save(obj, f)
+            with os.fdopen(fd, mode, **kwargs) as f:
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -36,6 +45,12 @@ def save(obj, path):
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
+
+
+def save_checkpoint(obj, path):
+    """torch.save through `atomic`."""
+    with atomic(path, 'wb') as f:
+        torch.save(obj, f)
 
 
 def append_line(path, line):
@@ -104,11 +119,11 @@ def stored_settings(path):
 
 @functools.lru_cache(maxsize=8)
 def _stored_settings(path, mtime):
-    state = load(path)
+    state = load_checkpoint(path)
     return tuple(state['config'].items()) if isinstance(state, dict) and isinstance(state.get('config'), dict) else ()
 
 
-def load(path, map_location='cpu'):
+def load_checkpoint(path, map_location='cpu'):
     """Read a checkpoint without unpickling code. UserError when the file is missing or is not a readable
     checkpoint (empty, truncated, neither a torch archive nor a pickle, or holding objects weights_only refuses);
     any other error, from an intact archive, is not the file's fault and keeps its traceback."""
@@ -151,3 +166,53 @@ def check_compatible(ckpt, model_name, num_classes=None, path='checkpoint', clas
         detail = (f'only in checkpoint: {only_ckpt}; only in data: {only_data}' if only_ckpt or only_data
                   else 'same names in another order')
         raise UserError(f'{path} was trained on other classes ({detail})')
+
+
+def write_text(text, path):
+    with atomic(path) as f:
+        f.write(text)
+
+
+def write_json(obj, path):
+    write_text(json.dumps(obj, indent=1), path)
+
+
+def write_bytes(data, path):
+    with atomic(path, 'wb') as f:
+        f.write(data)
+
+
+def write_csv(path, fields, rows, header=None):
+    """A CSV of `rows` (dicts) with the columns `fields` (titled `header`, default the field names)."""
+    with atomic(path, newline='') as f:
+        w = csv.writer(f)
+        w.writerow(header or fields)
+        for r in rows:
+            w.writerow([r.get(k, '') for k in fields])
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inside(path, folder):
+    """Whether the real path of `path` (symbolic links resolved) is `folder`'s or lies under it."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def png_bytes(image):
+    """A CHW uint8 array as PNG bytes."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(buf, format='PNG', optimize=True)
+    return buf.getvalue()
+
+
+def save_png(image, path):
+    """Write a CHW uint8 array as a PNG file."""
+    write_bytes(png_bytes(image), path)

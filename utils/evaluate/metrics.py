@@ -189,3 +189,17 @@ def confusion_png(cm, class_names, path):
         img.paste(strip.rotate(90, expand=True), (x0 + i * cell + cell // 2 - line_h // 2, y0 + grid + 4))
     draw.text((x0 + grid / 2, H - 12), "predicted", fill="black", font=font, anchor="mm")
     img.save(path)
+
+
+def confusion(targets, preds, num_classes):
+    """cm[true, predicted] counts."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(targets, dtype=np.int64), np.asarray(preds, dtype=np.int64)), 1)
+    return cm
+
+
+def per_class_accuracy(cm):
+    """Recall of each class (nan for a class with no samples)."""
+    support = cm.sum(axis=1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)

@@ -7,13 +7,13 @@ content hash, in the quarantine's manifest.csv before it happens.
     python main.py clean --data-root=data --undo                    # every file back, byte-identical
 """
 import csv
-import hashlib
 import os
 import shutil
 import time
 
 from config import UserError
-from .analyze import DEFAULT_CLEAN, FILE_CATEGORIES, FOLDER_CATEGORIES, analyze
+from utils.io import inside, sha256
+from utils.curate.analyze import DEFAULT_CLEAN, FILE_CATEGORIES, FOLDER_CATEGORIES, analyze
 
 FIELDS = ['original', 'quarantined', 'category', 'detail', 'sha256', 'bytes', 'moved_at']
 
@@ -21,20 +21,6 @@ FIELDS = ['original', 'quarantined', 'category', 'detail', 'sha256', 'bytes', 'm
 def quarantine_dir(root, given=''):
     """`given`, or <root>-quarantine beside the data root."""
     return given or os.path.normpath(os.path.abspath(root)) + '-quarantine'
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
-def inside(path, folder):
-    """Whether the real path of `path` (symbolic links resolved) is `folder`'s or lies under it."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
 
 
 def check_categories(categories):

@@ -22,7 +22,7 @@ import torch
 
 from config import UserError
 from data import loaders, manifest, transforms
-from data.clean import inside, sha256
+from utils.io import inside, sha256
 from data.dataset import ImageFolderDataset, is_image_file
 
 
@@ -49,8 +49,8 @@ def held_out(cfg, paths, val_samples):
 @torch.no_grad()
 def predict(model, paths, classes, cfg, device, tta='none'):
     """Class probabilities (len(paths) x classes) of the images at `paths`, NaN rows for unreadable files;
-    with a TTA name, the views are merged as probabilities (utils.tta)."""
-    from utils.tta import TTAModel, build_tta
+    with a TTA name, the views are merged as probabilities (utils/evaluate/tta.py)."""
+    from utils.evaluate.tta import TTAModel, build_tta
     wrapped = TTAModel(model, build_tta(tta, cfg.image_size)).eval()
     data = ImageFolderDataset([(p, i) for i, p in enumerate(paths)], classes,
                               transforms.eval_transform(cfg, cfg.image_size))
@@ -142,9 +142,11 @@ def check_settings(cfg):
 def label_once(cfg, run_name):
     """Predict --unlabeled-root with --load-path and accept pseudo-labels into checkpoint_dir/run_name; returns
     (run dir, accepted.csv, report dict). Writes accepted.csv (path,label,confidence), pseudo_report.csv, .json."""
-    from utils import engine
+    from utils.evaluate.loop import load_for_eval
+    from utils.io import write_json
+    from utils.train import engine
     check_settings(cfg)
-    model, cfg, ckpt, device = engine.load_for_eval(cfg)
+    model, cfg, ckpt, device = load_for_eval(cfg)
     paths = image_paths(cfg.unlabeled_root)
     if not paths:
         raise UserError(f'{cfg.unlabeled_root} holds no images; give --unlabeled-root=FOLDER with image files')
@@ -183,8 +185,8 @@ def label_once(cfg, run_name):
               'floor': cfg.pseudo_floor, 'precision_target': cfg.pseudo_precision, 'cap_ratio': ratio,
               'tta': cfg.pseudo_tta,
               'distribution_gap': distribution_gap(train_counts, counts), 'classes': rows}
-    engine.write_json(report, os.path.join(run_dir, 'pseudo_report.json'))
-    from data.analyze import write_csv
+    write_json(report, os.path.join(run_dir, 'pseudo_report.json'))
+    from utils.io import write_csv
     fields = ['class', 'train', 'predicted', 'below_floor', 'below_threshold', 'capped', 'accepted', 'rejected',
               'threshold', 'est_precision', 'val_support']
     write_csv(os.path.join(run_dir, 'pseudo_report.csv'), fields, rows)
@@ -215,15 +217,16 @@ def run(cfg):
     """label_once, then --rounds times: train from the previous best with the accepted images added, and label
     again with the new best. Returns the list of (run dir, accepted.csv, report) per selection."""
     import time
-    from utils import engine
-    from utils.checkpoint import load
+    from config import merge_given
+    from utils.io import load_checkpoint
+    from utils.train import engine
     check_settings(cfg)
     if not cfg.load_path:
         raise UserError('give the model that labels the images with --load-path=checkpoints/<run>/best_model.pth')
     name = cfg.run_name if 'run_name' in getattr(cfg, 'given', ()) else f'pseudo-{time.strftime("%Y%m%d-%H%M%S")}'
     results = [label_once(cfg, f'{name}-round0' if cfg.rounds else name)]
     for r in range(1, cfg.rounds + 1):
-        train_cfg = engine.merge_given(load(cfg.load_path)['config'], cfg)
+        train_cfg = merge_given(load_checkpoint(cfg.load_path)['config'], cfg)
         train_cfg.extra_manifest, train_cfg.pretrained_path, train_cfg.resume = results[-1][1], cfg.load_path, ''
         train_cfg.pretrained = 'none'  # the previous best already holds what --pretrained gave
         train_cfg.run_name = f'{name}-train{r}'

@@ -4,7 +4,6 @@
     python benchmarks/dashboard_screenshot.py --env=main --out=dashboard.png
 """
 import ipaddress
-import os
 import shutil
 import socket
 import signal
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from config import UserError
-from utils.visdom_static import ensure_static
+from utils.dashboard.assets import ensure_static
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

@@ -15,10 +15,18 @@ from data import loaders, transforms
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
 from models import pretrained
-from utils import checkpoint, distributed, fast, tricks
-from utils.checkpoint_writer import CheckpointWriter, to_host
-from utils.optim import build_optimizer, build_scheduler
-from utils.panes import RunDashboard
+from config import merge_given, select_device
+from data.cache import finish_batch
+from data.mix import mixed_criterion
+from utils.dashboard.windows import RunDashboard
+from utils.evaluate.loop import evaluate
+from utils.io import (TMP_PREFIX, VERSION, append_line, check_compatible, check_room, estimated_size, load_checkpoint,
+                      save_checkpoint, write_json, write_text)
+from utils.train import distributed
+from utils.train.checkpoint_writer import CheckpointWriter, to_host
+from utils.train.optim import build_optimizer, build_scheduler
+from utils.train.precision import Precision, setup
+from utils.train.step import Trainer, best_ema_state, build_criterion, steps_per_epoch, train_mode
 
 LAST, BEST, BEST_EMA = 'last.pth', 'best_model.pth', 'best_model_ema.pth'
 
@@ -27,26 +35,6 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def select_device(cfg):
-    """CUDA when asked for and present; otherwise the CPU (with one warning when CUDA was asked for)."""
-    if cfg.use_gpu and torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-        return torch.device('cuda')
-    if cfg.use_gpu:
-        print('warning: --use-gpu given but CUDA is not available; running on the CPU')
-    return torch.device('cpu')
-
-
-def merge_given(stored, cfg):
-    """A config from a checkpoint's stored settings, with the settings given on this command line on top."""
-    values = dict(stored)
-    values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ())})
-    merged = config.from_dict(values)
-    merged.given = set(getattr(cfg, 'given', ()))
-    merged.pretrained_weights = stored.get('pretrained_weights')  # the record, not a setting
-    return merged
 
 
 class Running:
@@ -72,13 +60,13 @@ def train_step(model, images, labels, criterion, trainer, running, cfg, vis, ste
     """One training step, which never waits for the device: the batch finished on the device, mixed, forward,
     loss, backward and optimizer step (`trainer`), loss and correct predictions added to `running`.
     `step` = (batch index, batches in the epoch, epoch)."""
-    images = fast.finish_batch(images, running.sums.device, cfg, True)
+    images = finish_batch(images, running.sums.device, cfg, True)
     labels = labels.to(running.sums.device, non_blocking=True)
     images, y_a, y_b, lam = trainer.mix(images, labels)
     vis.show_batch(images, labels)  # the first batch of the run only
     with trainer.precision.autocast():
         output = model(images)
-        loss = tricks.mixed_criterion(criterion, output, y_a, y_b, lam)
+        loss = mixed_criterion(criterion, output, y_a, y_b, lam)
     trainer.backward(loss, *step)
     running.add(loss, output, labels)
 
@@ -87,9 +75,9 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
                     trainer=None):
     """One pass over the training data; returns mean loss, accuracy, image count and seconds. The loss and
     accuracy are read from the device every `print_freq` steps and at the end, nowhere else."""
-    precision = precision or fast.Precision(None, device)
-    tricks.train_mode(model)
-    trainer = trainer or tricks.Trainer(model, optimizer, schedule, cfg, precision=precision)
+    precision = precision or Precision(None, device)
+    train_mode(model)
+    trainer = trainer or Trainer(model, optimizer, schedule, cfg, precision=precision)
     running, start = Running(device), time.time()
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.max_epoch}', leave=False, dynamic_ncols=True)
     for i, (images, labels, bad) in enumerate(bar):
@@ -104,27 +92,6 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
     trainer.flush(epoch)
     loss, acc, _ = running.read()
     return {'loss': loss, 'acc': acc, 'images': running.seen, 'seconds': time.time() - start}
-
-
-@torch.no_grad()
-def evaluate(model, loader, criterion, device, badlog, desc='val', cfg=None):
-    """Mean loss, accuracy, and the class probabilities and targets of every readable image."""
-    model.eval()
-    total_loss, probs, targets = 0.0, [], []
-    for images, labels, bad in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        badlog.add(bad)
-        if images is None:
-            continue
-        images = fast.finish_batch(images, device, cfg, False) if cfg else images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        output = model(images)
-        total_loss += criterion(output, labels).item() * labels.size(0)
-        probs.append(output.float().softmax(1).cpu())
-        targets.append(labels.cpu())
-    probs = torch.cat(probs).numpy() if probs else np.zeros((0, 1))
-    targets = torch.cat(targets).numpy() if targets else np.zeros(0, dtype=np.int64)
-    acc = float((probs.argmax(1) == targets).mean()) if len(targets) else 0.0
-    return {'loss': total_loss / max(len(targets), 1), 'acc': acc, 'probs': probs, 'targets': targets}
 
 
 def make_run_dir(cfg):
@@ -156,12 +123,12 @@ def make_run_dir(cfg):
 def open_run_dir(cfg, resume, num_classes):
     """The run directory once it is known to have room for the checkpoints: a new one, or for --resume the run's
     own, first made consistent with the last.pth it resumes from (repair_run)."""
-    size = checkpoint.estimated_size(models.parameter_count(cfg.model, num_classes, cfg.attention), cfg.ema)
+    size = estimated_size(models.parameter_count(cfg.model, num_classes, cfg.attention), cfg.ema)
     if resume is None:
-        checkpoint.check_room(cfg.checkpoint_dir, 3 * size)  # last.pth, best_model.pth, the next save's temporary
+        check_room(cfg.checkpoint_dir, 3 * size)  # last.pth, best_model.pth, the next save's temporary
         return make_run_dir(cfg)
     run_dir = os.path.dirname(os.path.abspath(cfg.resume))
-    checkpoint.check_room(run_dir, size)  # the checkpoints exist; a save needs room for its temporary file
+    check_room(run_dir, size)  # the checkpoints exist; a save needs room for its temporary file
     repair_run(run_dir, resume)
     return run_dir
 
@@ -171,7 +138,7 @@ def repair_run(run_dir, ckpt):
     writes, drop the metrics.jsonl and lr.csv rows of the epoch it did not finish, and write the best checkpoints
     that `ckpt` counts (its best metric) but the kill left unwritten -- their weights are the ones in `ckpt`."""
     for name in os.listdir(run_dir):
-        if name.startswith(checkpoint.TMP_PREFIX) or name.endswith('.tmp'):
+        if name.startswith(TMP_PREFIX) or name.endswith('.tmp'):
             os.remove(os.path.join(run_dir, name))
     keep_lines(os.path.join(run_dir, 'metrics.jsonl'), lambda line: json.loads(line)['epoch'] <= ckpt['epoch'] + 1)
     if 'ema_step' in ckpt:
@@ -179,18 +146,18 @@ def repair_run(run_dir, ckpt):
 
     def stale(name, metric):
         path = os.path.join(run_dir, name)
-        return not os.path.isfile(path) or checkpoint.load(path)['best_metric'] != metric
+        return not os.path.isfile(path) or load_checkpoint(path)['best_metric'] != metric
     save_best(run_dir, ckpt, stale(BEST, ckpt['best_metric']),
               'ema' in ckpt and ckpt['best_ema_metric'] >= 0 and stale(BEST_EMA, ckpt['best_ema_metric']))
 
 
-def save_best(run_dir, state, raw, ema, save=checkpoint.save):
+def save_best(run_dir, state, raw, ema, save=save_checkpoint):
     """best_model.pth from the weights of a last.pth `state` when `raw`, best_model_ema.pth from its EMA if `ema`,
     written with `save` (a CheckpointWriter's, in the background, during training)."""
     if raw:
         save({k: v for k, v in state.items() if k != 'ema'}, os.path.join(run_dir, BEST))
     if ema:
-        save(tricks.best_ema_state(state), os.path.join(run_dir, BEST_EMA))
+        save(best_ema_state(state), os.path.join(run_dir, BEST_EMA))
 
 
 def keep_lines(path, keep):
@@ -210,25 +177,12 @@ def keep_lines(path, keep):
         write_text(''.join(rows), path)
 
 
-def write_text(text, path):
-    """Write `path` through a temporary file and a rename: a crash leaves the old file or the new one."""
-    tmp = path + '.tmp'
-    with checkpoint.writing(path):
-        with open(tmp, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-
-
-def write_json(obj, path):
-    write_text(json.dumps(obj, indent=1), path)
-
-
 def fit(cfg):
     """Train a model as configured; returns the run directory (config, classes, metrics, checkpoints)."""
-    resume = checkpoint.load(cfg.resume) if cfg.resume else None
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:
         cfg = merge_given(resume['config'], cfg)
-        checkpoint.check_compatible(resume, cfg.model, path=cfg.resume)  # the model this run would build
+        check_compatible(resume, cfg.model, path=cfg.resume)  # the model this run would build
     ddp = distributed.setup(cfg)
     if resume is None:
         distributed.main_first(ddp, pretrained.prepare, cfg)  # finds (or fetches) the weights, records them
@@ -239,7 +193,7 @@ def fit(cfg):
     train_set, val_set = loaders.build_train_val(cfg)
     classes = train_set.classes
     if resume is not None:
-        checkpoint.check_compatible(resume, cfg.model, len(classes), cfg.resume, classes)
+        check_compatible(resume, cfg.model, len(classes), cfg.resume, classes)
     device = distributed.device(ddp, select_device(cfg))
     # every check above passes before the first file of the run is written
     run_dir = distributed.broadcast(ddp, open_run_dir(cfg, resume, len(classes)) if ddp.is_main else None)
@@ -258,14 +212,14 @@ def fit(cfg):
     if resume is not None:
         model.load_state_dict(resume['model'])  # before the optimizer: a gated attention's gates appear here
     model.to(device)
-    net, precision = fast.setup(model, cfg, device, wrap=lambda m: distributed.wrap(m, cfg, ddp, device))
+    net, precision = setup(model, cfg, device, wrap=lambda m: distributed.wrap(m, cfg, ddp, device))
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = distributed.shard_sampler(build_sampler(train_set.targets, cfg, generator), ddp, generator, cfg.seed)
     train_loader = loaders.train_loader(train_set, cfg, sampler, generator)
     val_loader = loaders.eval_loader(distributed.shard_dataset(val_set, ddp), cfg)
-    criterion = tricks.build_criterion(cfg, train_set.targets, len(classes)).to(device)
+    criterion = build_criterion(cfg, train_set.targets, len(classes)).to(device)
     optimizer = build_optimizer(model, cfg)
-    schedule = build_scheduler(optimizer, cfg, tricks.steps_per_epoch(len(train_loader), cfg))
+    schedule = build_scheduler(optimizer, cfg, steps_per_epoch(len(train_loader), cfg))
     start_epoch, best_acc = 0, -1.0
     if resume is not None:
         optimizer.load_state_dict(resume['optimizer'])
@@ -274,7 +228,7 @@ def fit(cfg):
         print(f'resuming {cfg.resume} at epoch {start_epoch + 1} (best validation accuracy {best_acc:.4f})')
     vis = RunDashboard(cfg, run_dir, classes, start_epoch, enabled=ddp.is_main)
     vis.start(train_set, val_set)
-    trainer = tricks.Trainer(model, optimizer, schedule, cfg, None, run_dir if ddp.is_main else None, precision)
+    trainer = Trainer(model, optimizer, schedule, cfg, None, run_dir if ddp.is_main else None, precision)
     if resume is not None:
         trainer.load_state_dict(resume)
     badlog = BadFileLog()
@@ -305,11 +259,11 @@ def fit(cfg):
         # The epoch's files in an order that a kill anywhere leaves repairable (repair_run): its log rows, then
         # last.pth -- the epoch counts from here -- then the best checkpoints, which can be rebuilt from last.pth.
         writer.wait()  # the previous epoch's files are on disk (a failed write stops the run here)
-        checkpoint.append_line(os.path.join(run_dir, 'metrics.jsonl'), json.dumps(row))
+        append_line(os.path.join(run_dir, 'metrics.jsonl'), json.dumps(row))
         state = {'model': model.state_dict(), 'model_name': model.model_name, 'num_classes': len(classes),
                  'classes': list(classes), 'config': cfg.to_dict(), 'epoch': epoch, 'best_metric': best_acc,
                  'optimizer': optimizer.state_dict(), 'scheduler': schedule.state_dict(),
-                 'version': checkpoint.VERSION, **trainer.state_dict()}
+                 'version': VERSION, **trainer.state_dict()}
         if getattr(cfg, 'norm_stats', None):
             state['normalization'] = cfg.norm_stats
         state = to_host(state)  # a copy: the next epoch changes the weights while it is written
@@ -333,48 +287,3 @@ def fit(cfg):
     return run_dir
 
 
-def load_for_eval(cfg):
-    """(model on its device, effective config, checkpoint) for --load-path."""
-    if not cfg.load_path:
-        raise config.UserError('give the checkpoint to evaluate with --load-path=PATH '
-                               '(e.g. checkpoints/<run>/best_model.pth)')
-    from utils.evaluate import export
-    if export.is_exported(cfg.load_path):  # an exported .onnx / .torchscript file stands in for the model
-        return export.load_for_eval(cfg)
-    ckpt = checkpoint.load(cfg.load_path)
-    checkpoint.check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
-    eval_cfg = merge_given(ckpt.get('config', {}), cfg)
-    if 'model' in cfg.given and cfg.model.lower() != ckpt['model_name'].lower():
-        print(f'note: {cfg.load_path} holds a {ckpt["model_name"]} model; that one is used, not --model={cfg.model}')
-        eval_cfg.model = ckpt['model_name']
-    eval_cfg.cache = 'none'  # one pass over the images: a cache would decode them (and the training set) first
-    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention)
-    eval_cfg.norm_stats = ckpt.get('normalization')
-    model.load_state_dict(ckpt['model'])
-    device = select_device(eval_cfg)
-    return model.to(device), eval_cfg, ckpt, device
-
-
-def evaluate_checkpoint(cfg, split):
-    """Evaluate --load-path on the validation split ('val') or a labelled test folder ('test'); prints the
-    full report and writes it (metrics json, per-class and confusion CSV, confusion PNG) beside the checkpoint."""
-    from utils import inference
-    model, cfg, ckpt, device = load_for_eval(cfg)
-    model = inference.wrap(model, cfg)  # --tta / --head=svm
-    cfg = loaders.resolve_roots(cfg)
-    classes = ckpt['classes']
-    if cfg.data_root:
-        dataset = loaders.eval_dataset(cfg, cfg.data_root, classes)
-    elif split == 'test':
-        dataset = loaders.eval_dataset(cfg, cfg.test_data_root, classes)
-    else:
-        _, val_set = loaders.build_train_val(cfg, classes)
-        dataset = val_set
-    badlog = BadFileLog()
-    result = evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device, badlog, split,
-                      cfg)
-    summary = inference.report(result, classes, cfg, split, badlog)
-    if split == 'test':
-        from utils.evaluate import run_report
-        run_report.add_test(cfg, dataset, result, badlog)
-    return summary

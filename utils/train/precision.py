@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from data import cache
+from data.cache import use_channels_last
 
 def amp_dtype(cfg, device):
     """torch.bfloat16 / torch.float16 for autocast on CUDA, or None (full precision)."""
@@ -46,10 +46,6 @@ class Precision:
         return {None: 'fp32', torch.bfloat16: 'bf16 autocast', torch.float16: 'fp16 autocast + GradScaler'}[self.dtype]
 
 
-def use_channels_last(cfg, device):
-    return device.type == 'cuda' and cfg.channels_last != 'off'
-
-
 def setup(model, cfg, device, wrap=None):
     """Apply the device settings to `model` (already on `device`); returns (model to train, Precision).
     `wrap` (e.g. DistributedDataParallel) goes on after the memory-format change and before torch.compile;
@@ -67,13 +63,3 @@ def setup(model, cfg, device, wrap=None):
     return model, precision
 
 
-def finish_batch(images, device, cfg, train):
-    """Images ready for the model on `device`: uint8 batches from the cache (RAM or GPU) are augmented (train) and
-    normalised here, on the device (cache.prepare_batch); float batches pass through. channels_last on CUDA when
-    set."""
-    images = images.to(device, non_blocking=True)
-    if images.dtype == torch.uint8:
-        images = cache.prepare_batch(images, cfg, train)
-    if use_channels_last(cfg, device):
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images

@@ -137,7 +137,7 @@ def ensure_static(verbose=True, cache_dir=None, static_dir=None):
         return static_dir
     if not os.access(static_dir if static_dir.exists() else static_dir.parent, os.W_OK):
         raise RuntimeError(f"cannot write to visdom's static folder {static_dir}: run this once as its owner "
-                           "(python -c 'from utils.visdom_static import ensure_static; ensure_static()')")
+                           "(python -c 'from utils.dashboard.assets import ensure_static; ensure_static()')")
     missing = missing_assets(static_dir)
     by_package = {}
     for rel in missing:

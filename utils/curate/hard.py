@@ -9,8 +9,8 @@ import os
 import numpy as np
 
 from data import loaders, manifest
-from utils import metrics
-from utils.pseudo import predict
+from utils.evaluate.metrics import confusion
+from utils.curate.pseudo import predict
 
 FIELDS = ('path', 'label', 'predicted', 'confidence')
 
@@ -43,8 +43,8 @@ def format_by_cell(rows, cm, classes, examples=3):
 def find(cfg):
     """Write hard_val.csv and hard_train.csv (manifests with the predicted class and confidence) beside
     --load-path; returns their paths."""
-    from utils import engine
-    model, cfg, ckpt, device = engine.load_for_eval(cfg)
+    from utils.evaluate.loop import load_for_eval
+    model, cfg, ckpt, device = load_for_eval(cfg)
     plain = loaders.resolve_roots(copy.copy(cfg))
     plain.upsample_hard = 0
     classes = ckpt['classes']
@@ -58,7 +58,7 @@ def find(cfg):
         path = manifest.write(os.path.join(out_dir, f'hard_{split}.csv'), rows, FIELDS)
         written[split] = path
         ok = ~np.isnan(probs).any(1)
-        cm = metrics.confusion_matrix(np.asarray(data.targets)[ok], probs[ok].argmax(1), len(classes))
+        cm = confusion(np.asarray(data.targets)[ok], probs[ok].argmax(1), len(classes))
         print(f'{split}: {len(rows)} of {int(ok.sum())} images misclassified -> {path}')
         if split == 'val' and rows:
             print(format_by_cell(rows, cm, classes))

@@ -1,5 +1,7 @@
-"""Inference on a trained checkpoint: the full report of `val` / `testforacc`, test-time augmentation and the
-SVM head as evaluation-time wrappers, the `predict` command (images -> CSV) and the `svm` command."""
+"""The one prediction loop and what runs on it: loading a checkpoint (or an exported file) for evaluation,
+`evaluate` (loss, probabilities, targets of a loader; also training's per-epoch validation), test-time
+augmentation and the SVM head as evaluation-time wrappers, the full report of `val` / `testforacc`, the `predict`
+command (images -> CSV) and the `svm` command."""
 import csv
 import os
 
@@ -8,14 +10,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from config import UserError
+import config
+import models
+from config import UserError, merge_given, select_device
 from data import loaders, transforms
+from data.cache import finish_batch
 from data.dataset import BadFileLog, ImageFolderDataset, is_image_file, require_folder
-from utils import engine
-from utils.report import classification_summary, format_summary, write_summary
-from utils.svm_head import fit_svm_head, load_svm_head, save_svm_head
-from utils.tta import TTAModel, build_tta
-from utils.visualize import Visualizer, server_up
+from utils.evaluate.exported import is_exported, load_exported
+from utils.io import atomic, check_compatible, load_checkpoint, write_json
+from utils.evaluate.metrics import classification_summary, format_summary, write_summary
+from utils.evaluate.svm_head import fit_svm_head, load_svm_head, save_svm_head
+from utils.evaluate.tta import TTAModel, build_tta
+from utils.dashboard.client import Visualizer, server_up
+
 
 def check_settings(cfg):
     """Refuse a combination of --tta and --head that cannot work, or a --topk below 1, before any work."""
@@ -160,9 +167,7 @@ def write_predictions(path, names, probs, classes, topk, errors=None, preds=None
     """CSV, one row per image in the given order: path, index, class, confidence, top-k ('class:p' by
     descending p, separated by ';') and error (the reason a file could not be read, else empty)."""
     errors = errors or {}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
+    with atomic(path, newline='') as f:
         w = csv.writer(f)
         w.writerow(['path', 'index', 'class', 'confidence', f'top{topk}', 'error'])
         for i, name in enumerate(names):
@@ -173,7 +178,6 @@ def write_predictions(path, names, probs, classes, topk, errors=None, preds=None
             k = int(p.argmax()) if preds is None else int(preds[i])
             order = [k] + [j for j in np.argsort(-p, kind='stable') if j != k][:topk - 1]
             w.writerow([name, k, classes[k], f'{p[k]:.6f}', ';'.join(f'{classes[j]}:{p[j]:.4f}' for j in order), ''])
-    os.replace(tmp, path)
 
 
 def predict(cfg):
@@ -181,7 +185,7 @@ def predict(cfg):
     if not cfg.data_root:
         raise UserError('give the folder of images to classify with --data-root=FOLDER')
     check_settings(cfg)
-    model, cfg, ckpt, device = engine.load_for_eval(cfg)
+    model, cfg, ckpt, device = load_for_eval(cfg)
     names = find_images(cfg.data_root)
     classes = ckpt['classes']
     model = wrap(model, cfg)
@@ -220,7 +224,7 @@ def features(model, dataset, cfg, device, desc):
 def fit_svm(cfg):
     """Fit an SVM head on the penultimate features of --load-path (kind and C chosen on the validation split),
     print softmax-head and SVM-head accuracy side by side and save the head beside the checkpoint."""
-    model, cfg, ckpt, device = engine.load_for_eval(cfg)
+    model, cfg, ckpt, device = load_for_eval(cfg)
     cfg = loaders.resolve_roots(cfg)
     classes = ckpt['classes']
     _, train, val = loaders.train_val_samples(cfg, classes)
@@ -252,5 +256,71 @@ def fit_svm(cfg):
         rows.append(out[name])
         print(f'{name:<6} {len(y):>7} {100 * soft["top1"]:>13.2f}% {100 * svm["top1"]:>9.2f}% '
               f'{100 * soft["macro"]["f1"]:>10.2f}% {100 * svm["macro"]["f1"]:>7.2f}%')
-    engine.write_json(out, os.path.splitext(path)[0] + '.json')
+    write_json(out, os.path.splitext(path)[0] + '.json')
     return out
+
+
+@torch.no_grad()
+def evaluate(model, loader, criterion, device, badlog, desc='val', cfg=None):
+    """Mean loss, accuracy, and the class probabilities and targets of every readable image."""
+    model.eval()
+    total_loss, probs, targets = 0.0, [], []
+    for images, labels, bad in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        badlog.add(bad)
+        if images is None:
+            continue
+        images = finish_batch(images, device, cfg, False) if cfg else images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        output = model(images)
+        total_loss += criterion(output, labels).item() * labels.size(0)
+        probs.append(output.float().softmax(1).cpu())
+        targets.append(labels.cpu())
+    probs = torch.cat(probs).numpy() if probs else np.zeros((0, 1))
+    targets = torch.cat(targets).numpy() if targets else np.zeros(0, dtype=np.int64)
+    acc = float((probs.argmax(1) == targets).mean()) if len(targets) else 0.0
+    return {'loss': total_loss / max(len(targets), 1), 'acc': acc, 'probs': probs, 'targets': targets}
+
+
+def load_for_eval(cfg):
+    """(model on its device, effective config, checkpoint) for --load-path."""
+    if not cfg.load_path:
+        raise config.UserError('give the checkpoint to evaluate with --load-path=PATH '
+                               '(e.g. checkpoints/<run>/best_model.pth)')
+    if is_exported(cfg.load_path):  # an exported .onnx / .torchscript file stands in for the model
+        return load_exported(cfg)
+    ckpt = load_checkpoint(cfg.load_path)
+    check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
+    eval_cfg = merge_given(ckpt.get('config', {}), cfg)
+    if 'model' in cfg.given and cfg.model.lower() != ckpt['model_name'].lower():
+        print(f'note: {cfg.load_path} holds a {ckpt["model_name"]} model; that one is used, not --model={cfg.model}')
+        eval_cfg.model = ckpt['model_name']
+    eval_cfg.cache = 'none'  # one pass over the images: a cache would decode them (and the training set) first
+    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention)
+    eval_cfg.norm_stats = ckpt.get('normalization')
+    model.load_state_dict(ckpt['model'])
+    device = select_device(eval_cfg)
+    return model.to(device), eval_cfg, ckpt, device
+
+
+def evaluate_checkpoint(cfg, split, on_result=None):
+    """Evaluate --load-path on the validation split ('val') or a labelled test folder ('test'); prints the
+    full report and writes it (metrics json, per-class and confusion CSV, confusion PNG) beside the checkpoint;
+    then calls `on_result(effective cfg, dataset, result, badlog)` when given. Returns the report's summary."""
+    model, cfg, ckpt, device = load_for_eval(cfg)
+    model = wrap(model, cfg)  # --tta / --head=svm
+    cfg = loaders.resolve_roots(cfg)
+    classes = ckpt['classes']
+    if cfg.data_root:
+        dataset = loaders.eval_dataset(cfg, cfg.data_root, classes)
+    elif split == 'test':
+        dataset = loaders.eval_dataset(cfg, cfg.test_data_root, classes)
+    else:
+        _, val_set = loaders.build_train_val(cfg, classes)
+        dataset = val_set
+    badlog = BadFileLog()
+    result = evaluate(model, loaders.eval_loader(dataset, cfg), torch.nn.CrossEntropyLoss(), device, badlog, split,
+                      cfg)
+    summary = report(result, classes, cfg, split, badlog)
+    if on_result is not None:
+        on_result(cfg, dataset, result, badlog)
+    return summary

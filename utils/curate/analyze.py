@@ -5,7 +5,6 @@ empty or missing classes; exact (content hash) and near (perceptual hash) duplic
 
 Only numpy and PIL: the report runs without torch.
 """
-import csv
 import hashlib
 import io
 import json
@@ -17,7 +16,8 @@ from collections import Counter
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .dataset import IMG_EXTENSIONS, is_image_file, require_folder
+from data.dataset import IMG_EXTENSIONS, is_image_file, require_folder
+from utils.io import write_csv
 
 SPLIT_ORDER = ('train', 'val', 'test')
 # Problems that make a file useless or misleading; clean moves these by default.
@@ -266,14 +266,6 @@ def write_report(report, out_dir):
     with open(paths['report.md'], 'w') as f:
         f.write(markdown(report))
     return paths
-
-
-def write_csv(path, fields, rows, header=None):
-    with open(path, 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(header or fields)
-        for r in rows:
-            w.writerow([r.get(k, '') for k in fields])
 
 
 def markdown(report):

@@ -4,7 +4,7 @@ import os
 import tempfile
 
 from config import UserError
-from utils.visualize import LOG_NAME, client_class
+from utils.dashboard.client import LOG_NAME, client_class
 
 
 def read_log(path, env=None):

@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, norm_stats
-from utils import metrics
-from utils.visualize import LOG_NAME, Visualizer
+from utils.evaluate.metrics import confusion, per_class_accuracy
+from utils.dashboard.client import LOG_NAME, Visualizer
 
 SMOOTHING = 0.8  # exponential moving average of the logged training loss (as TensorBoard's smoothing slider)
 WORST = 16  # misclassified validation images shown per epoch
@@ -137,8 +137,8 @@ class RunDashboard:
         self.vis.plot(WIN['epoch_loss'], [row['train_loss'], row['val_loss']], e, legend=['train', 'validation'])
         self.vis.plot(WIN['epoch_acc'], [row['train_acc'], row['val_acc']], e, legend=['train', 'validation'])
         probs, targets = val['probs'], val['targets']
-        cm = metrics.confusion_matrix(targets, probs.argmax(1), len(self.classes))
-        per_class = np.nan_to_num(metrics.per_class_accuracy(cm))
+        cm = confusion(targets, probs.argmax(1), len(self.classes))
+        per_class = np.nan_to_num(per_class_accuracy(cm))
         self.vis.call('bar', X=per_class, win=WIN['per_class'],
                       opts=dict(title=f'{WIN["per_class"]} (epoch {e})', rownames=self.classes,
                                 xlabel='class', ylabel='accuracy', ytickmin=0, ytickmax=1, xtype='category'))

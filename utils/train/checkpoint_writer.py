@@ -1,7 +1,7 @@
 """Checkpoint writes that overlap the next epoch instead of stopping it.
 
 At an epoch's end the state is copied to the host at once (`to_host`: training may change its tensors right
-after), then one background thread pickles, writes and fsyncs it with `checkpoint.save` (atomic: temporary file,
+after), then one background thread pickles, writes and fsyncs it with `save_checkpoint` (atomic: temporary file,
 then rename), in the order the writes were asked for. Profiled on 2 CPU cores, writing them in the loop took
 14 % of an epoch of the default ResNet34 (docs/speed.md).
 """
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from utils import checkpoint
+from utils.io import save_checkpoint
 
 
 def to_host(obj):
@@ -25,7 +25,7 @@ def to_host(obj):
 
 
 class CheckpointWriter:
-    """checkpoint.save on one background thread, in order. `wait` returns when every write asked for is on disk
+    """save_checkpoint on one background thread, in order. `wait` returns when every write asked for is on disk
     and raises the first write that failed; `close` waits, then ends the thread."""
 
     def __init__(self):
@@ -34,7 +34,7 @@ class CheckpointWriter:
 
     def save(self, state, path):
         """Write `state` (a host copy: see `to_host`) to `path` in the background."""
-        self.pending.append(self.pool.submit(checkpoint.save, state, path))
+        self.pending.append(self.pool.submit(save_checkpoint, state, path))
 
     def wait(self):
         pending, self.pending = self.pending, []

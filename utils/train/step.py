@@ -6,10 +6,10 @@ import os
 
 import torch
 
-from utils import checkpoint
-from utils.losses import build_loss, class_weights
-from utils.mix import MixBatch, mixed_criterion  # noqa: F401  (train_one_epoch's loss)
-from utils.optim import Phases
+from utils.io import append_line
+from utils.train.losses import build_loss, class_weights
+from data.mix import MixBatch
+from utils.train.optim import Phases
 
 
 def build_criterion(cfg, targets, num_classes):
@@ -110,7 +110,7 @@ class Trainer:
         if self.vis is not None:
             self.vis.plot('lr (per step)', lr, x)
         if self.run_dir:
-            checkpoint.append_line(os.path.join(self.run_dir, 'lr.csv'), f'{self.step_count},{x:.4f},{lr:.6g}')
+            append_line(os.path.join(self.run_dir, 'lr.csv'), f'{self.step_count},{x:.4f},{lr:.6g}')
 
     def evaluate_ema(self, evaluate, loader, criterion, device, badlog):
         """Validation metrics of the averaged weights (None without EMA)."""
