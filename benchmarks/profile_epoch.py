@@ -11,7 +11,6 @@ steps' wall time the GPU spent in kernels. The Chrome trace (trace.json.gz: ui.p
 chrome://tracing) and the figures (profile.json) go to --out. The profiler records every Python call, which
 slows Python-heavy phases more than others: read the shares as where to look, the throughput benchmark for speed.
 """
-import argparse
 import gzip
 import json
 import os
@@ -26,7 +25,7 @@ os.chdir(ROOT)
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import config  # noqa: E402
-from benchmarks.throughput import replicated_manifest  # noqa: E402
+from benchmarks.throughput import parser, replicated_manifest  # noqa: E402
 from data import loaders  # noqa: E402
 from utils.train import engine  # noqa: E402
 from utils.dashboard.server import free_port  # noqa: E402
@@ -82,11 +81,7 @@ def summarise(trace, epochs):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('--model', default='ResNet34')
-    p.add_argument('--image-size', type=int, default=64)
-    p.add_argument('--batch-size', type=int, default=64)
-    p.add_argument('--device', default='cpu', help='cpu | cuda')
+    p = parser(__doc__)
     p.add_argument('--epochs', type=int, default=3, help='epochs to profile (at least 2; the first is set apart)')
     p.add_argument('--replicate', type=int, default=1, help='the demo\'s training images K times (traces grow fast)')
     p.add_argument('--set', nargs='*', default=[], metavar='NAME=VALUE', help='any other toolkit setting')

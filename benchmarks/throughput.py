@@ -218,12 +218,26 @@ def streaming(cfg, device, model, passes):
     return out
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawTextHelpFormatter)
+def parser(doc):
+    """The arguments every training benchmark takes: model, image size, batch size, device."""
+    p = argparse.ArgumentParser(description=doc.split('\n\n')[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--model', default='ResNet34')
     p.add_argument('--image-size', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--device', default='cpu', help='cpu | cuda')
+    return p
+
+
+def print_result(result, path):
+    """The RESULT line that scripts read, and the same as a JSON file at `path` when given."""
+    print('RESULT ' + json.dumps(result))
+    if path:
+        with open(path, 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+def main(argv=None):
+    p = parser(__doc__)
     p.add_argument('--steps', type=int, default=10, help='timed steps for the limit and the pipeline')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--epochs', type=int, default=3, help='timed epochs of end-to-end and naive training '
@@ -318,7 +332,7 @@ def main(argv=None):
     print(f'time to first batch: {r["first_batch_s"]:.2f}s (dataset build {build_s:.2f}s included); peak RSS: '
           f'{r["peak_rss_mb"]} MiB (workers {r["peak_rss_workers_mb"]} MiB)'
           + (f'; CUDA peak allocated {r["cuda_peak_mb"]} MiB' if 'cuda_peak_mb' in r else ''))
-    print('RESULT ' + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
+    print_result({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}, None)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(r, f, indent=1)

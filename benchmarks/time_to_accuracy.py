@@ -18,7 +18,6 @@ turns (every run once per seed) and each gets the median over the seeds that rea
 average of the machine is printed with the figures: on a shared machine, compare runs of one invocation.
 """
 import argparse
-import json
 import os
 import re
 import statistics
@@ -146,10 +145,9 @@ def main(argv=None):
         results[name].update(reached=len(times), median_seconds=statistics.median(times) if times else None)
         print(f'{name:<11} reached {args.target:.0%} in {len(times)} of {len(seeds)} seeds'
               + (f'; median {results[name]["median_seconds"]:.1f} s' if times else ''))
-    print('RESULT ' + json.dumps(results))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(results, f, indent=1)
+    sys.path.insert(0, ROOT)
+    from benchmarks.throughput import print_result
+    print_result(results, args.json)
     return results
 
 

@@ -5,7 +5,6 @@ Run: python -m benchmarks.tricks_cuda_check   (needs a GPU; prints one line per 
 import time
 
 import torch
-from torch import nn
 from torchvision.models import resnet18
 
 from models.layers.attention import add_attention

@@ -9,8 +9,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from config import UserError
+from utils.io import IMG_EXTENSIONS, walk_files
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 
 def require_folder(root, hint):
@@ -29,20 +29,11 @@ def find_classes(root):
     return classes
 
 
-def is_image_file(name):
-    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith('.')
-
-
 def scan(root, classes):
     """(path, label) for every image under root/<class>/ (any depth), in a deterministic order."""
     samples = []
     for label, name in enumerate(classes):
-        folder = os.path.join(root, name)
-        if not os.path.isdir(folder):
-            continue
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames.sort()
-            samples += [(os.path.join(dirpath, f), label) for f in sorted(filenames) if is_image_file(f)]
+        samples += [(path, label) for path in walk_files(os.path.join(root, name))]
     if not samples:
         raise UserError(f'{root} holds no images ({", ".join(IMG_EXTENSIONS)}) in its class folders')
     return samples

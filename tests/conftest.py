@@ -27,6 +27,14 @@ def write_class_folders(root, classes, per_class, size=32, seed=0):
     return root
 
 
+def train_test_settings(root, classes):
+    """Train (10 per class) and test (4 per class) folders under root/data; the settings that point at them."""
+    write_class_folders(root / 'data' / 'train', classes, 10, seed=0)
+    write_class_folders(root / 'data' / 'test', classes, 4, seed=1)
+    return dict(train_data_root=str(root / 'data' / 'train'), test_data_root=str(root / 'data' / 'test'),
+                checkpoint_dir=str(root / 'ck'))
+
+
 def gradient_image(size):
     """An RGB image whose red channel grows with x and green with y: a crop of it shows where it was cut."""
     ramp = np.linspace(0, 255, size).round().astype(np.uint8)

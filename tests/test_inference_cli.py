@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 import config
 import main
-from conftest import FAST, run_cli, write_class_folders
+from conftest import FAST, run_cli, train_test_settings, write_class_folders
 from utils.train import engine
 from utils.evaluate import loop
 from utils.evaluate import loop as inference
@@ -28,10 +28,7 @@ CLASSES = ['00000', '00001', '00002']
 def runs(tmp_path_factory):
     """Two tiny trained checkpoints of different architectures and input sizes on the same data."""
     root = tmp_path_factory.mktemp('inference')
-    write_class_folders(root / 'data' / 'train', CLASSES, 10, seed=0)
-    write_class_folders(root / 'data' / 'test', CLASSES, 4, seed=1)
-    common = dict(train_data_root=str(root / 'data' / 'train'), test_data_root=str(root / 'data' / 'test'),
-                  checkpoint_dir=str(root / 'ck'))
+    common = train_test_settings(root, CLASSES)
     a = engine.fit(config.parse(run_name='squeeze', **common, **{**FAST, 'max_epoch': 2}))
     b = engine.fit(config.parse(run_name='alex', **common, **{**FAST, 'model': 'AlexNet', 'image_size': 48}))
     return {'root': root, 'a': os.path.join(a, 'best_model.pth'), 'b': os.path.join(b, 'best_model.pth')}

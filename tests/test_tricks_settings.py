@@ -1,7 +1,6 @@
 """Each training trick as a setting: samplers, class weights, augmentation, optimizers, schedules, backbones,
 attention, frozen backbone, accumulation, clipping, EMA and an exact resume."""
 import json
-import math
 import os
 
 import numpy as np

@@ -23,6 +23,7 @@ VERSION = 1
 TMP_PREFIX = '.tmp-'  # temporary checkpoints; a kill during a save can leave one, a resume removes it
 # how torch reports a failed write of its zip container (a full disk gives "unexpected pos ..." or "file write failed")
 TORCH_WRITE_ERRORS = ('inline_container', 'PytorchStreamWriter')
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 
 @contextlib.contextmanager
@@ -216,3 +217,17 @@ def png_bytes(image):
 def save_png(image, path):
     """Write a CHW uint8 array as a PNG file."""
     write_bytes(png_bytes(image), path)
+
+
+def is_image_file(name):
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith('.')
+
+
+def walk_files(root, images_only=True):
+    """Every file under `root` (any depth, links followed, hidden files and folders skipped), folders and files in
+    name order; only image files (IMG_EXTENSIONS) when `images_only`. Nothing when `root` is not a folder."""
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith('.'))
+        for name in sorted(files):
+            if not name.startswith('.') and (not images_only or is_image_file(name)):
+                yield os.path.join(folder, name)

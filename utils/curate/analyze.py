@@ -16,8 +16,8 @@ from collections import Counter
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data.dataset import IMG_EXTENSIONS, is_image_file, require_folder
-from utils.io import write_csv
+from data.dataset import require_folder
+from utils.io import IMG_EXTENSIONS, is_image_file, walk_files, write_csv
 
 SPLIT_ORDER = ('train', 'val', 'test')
 # Problems that make a file useless or misleading; clean moves these by default.
@@ -97,12 +97,7 @@ def inspect_file(path):
 def list_files(folder):
     """(class name, path) of every file under folder/<class>/ (any depth), classes sorted, hidden skipped."""
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith('.'))
-    out = []
-    for name in classes:
-        for dirpath, dirnames, filenames in os.walk(os.path.join(folder, name)):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
-            out += [(name, os.path.join(dirpath, f)) for f in sorted(filenames) if not f.startswith('.')]
-    return classes, out
+    return classes, [(name, path) for name in classes for path in walk_files(os.path.join(folder, name), False)]
 
 
 def near_pairs(hashes, max_bits):

@@ -10,7 +10,7 @@ import numpy as np
 
 from data import loaders, manifest
 from utils.evaluate.metrics import confusion
-from utils.curate.pseudo import predict
+from utils.evaluate.loop import probabilities
 
 FIELDS = ('path', 'label', 'predicted', 'confidence')
 
@@ -53,7 +53,7 @@ def find(cfg):
     written = {}
     for split, data in (('val', val_set), ('train', train_set)):
         paths = [p for p, _ in data.samples]
-        probs = predict(model, paths, classes, cfg, device)
+        probs, _ = probabilities(model, paths, cfg, device, f'hard {split}', len(classes))
         rows = misclassified(paths, data.targets, probs, classes)
         path = manifest.write(os.path.join(out_dir, f'hard_{split}.csv'), rows, FIELDS)
         written[split] = path

@@ -18,21 +18,15 @@ import copy
 import os
 
 import numpy as np
-import torch
 
 from config import UserError
-from data import loaders, manifest, transforms
-from utils.io import inside, sha256
-from data.dataset import ImageFolderDataset, is_image_file
+from data import loaders, manifest
+from utils.io import inside, sha256, walk_files
 
 
 def image_paths(root):
     """Every image file under root (any depth, any layout), sorted; none when root is not a folder."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
-        out += [os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f)]
-    return out
+    return list(walk_files(root))
 
 
 def held_out(cfg, paths, val_samples):
@@ -46,19 +40,11 @@ def held_out(cfg, paths, val_samples):
     return {p for p in paths if os.path.realpath(p) in real or sha256(p) in digests}
 
 
-@torch.no_grad()
 def predict(model, paths, classes, cfg, device, tta='none'):
     """Class probabilities (len(paths) x classes) of the images at `paths`, NaN rows for unreadable files;
     with a TTA name, the views are merged as probabilities (utils/evaluate/tta.py)."""
-    from utils.evaluate.tta import TTAModel, build_tta
-    wrapped = TTAModel(model, build_tta(tta, cfg.image_size)).eval()
-    data = ImageFolderDataset([(p, i) for i, p in enumerate(paths)], classes,
-                              transforms.eval_transform(cfg, cfg.image_size))
-    probs = np.full((len(paths), len(classes)), np.nan, dtype=np.float64)
-    for images, index, bad in loaders.eval_loader(data, cfg):
-        if images is not None:
-            probs[index.numpy()] = wrapped(images.to(device)).float().cpu().numpy()
-    return probs
+    from utils.evaluate.loop import EvalModel, probabilities
+    return probabilities(EvalModel(model, cfg.image_size, tta), paths, cfg, device, 'pseudo-label', len(classes))[0]
 
 
 def class_thresholds(probs, targets, floor, target, min_support):

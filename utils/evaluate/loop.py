@@ -15,9 +15,9 @@ import models
 from config import UserError, merge_given, select_device
 from data import loaders, transforms
 from data.cache import finish_batch
-from data.dataset import BadFileLog, ImageFolderDataset, is_image_file, require_folder
+from data.dataset import BadFileLog, ImageFolderDataset, require_folder
 from utils.evaluate.exported import is_exported, load_exported
-from utils.io import atomic, check_compatible, load_checkpoint, write_json
+from utils.io import atomic, check_compatible, load_checkpoint, walk_files, write_json
 from utils.evaluate.metrics import classification_summary, format_summary, write_summary
 from utils.evaluate.svm_head import fit_svm_head, load_svm_head, save_svm_head
 from utils.evaluate.tta import TTAModel, build_tta
@@ -133,33 +133,23 @@ def report(result, classes, cfg, split, badlog):
 def find_images(root):
     """Every image under `root` (flat or nested, any depth), sorted by relative path."""
     require_folder(root, 'give the images to classify with --data-root=FOLDER')
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
-        found += [os.path.relpath(os.path.join(dirpath, f), root) for f in filenames if is_image_file(f)]
+    found = [os.path.relpath(path, root) for path in walk_files(root)]
     if not found:
         raise UserError(f'{root} holds no images (jpg, png, ppm, bmp, tif, webp ...)')
     return sorted(found, key=lambda p: p.replace(os.sep, '/'))
 
 
-@torch.no_grad()
-def probabilities(model, paths, cfg, device, desc='predict'):
-    """(probs, errors): softmax of the model for every path, a NaN row for a file that cannot be read;
-    errors maps such a path to the reason. The order of the rows is the order of `paths`."""
-    model.eval()
+def probabilities(model, paths, cfg, device, desc='predict', num_classes=None):
+    """(probs, errors): softmax of the model for every path, a NaN row for a file that cannot be read (the rows
+    have `num_classes` columns when no file can be read); errors maps such a path to the reason. The order of the
+    rows is the order of `paths`."""
     dataset = ImageFolderDataset([(p, i) for i, p in enumerate(paths)], ['?'],
                                  transforms.eval_transform(cfg, cfg.image_size))
-    probs, badlog = None, BadFileLog()
-    for images, index, bad in tqdm(loaders.eval_loader(dataset, cfg), desc=desc, dynamic_ncols=True):
-        badlog.add(bad)
-        if images is None:
-            continue
-        out = model(images.to(device, non_blocking=True)).float().softmax(1).cpu().numpy()
-        if probs is None:
-            probs = np.full((len(paths), out.shape[1]), np.nan)
-        probs[index.numpy()] = out
-    if probs is None:
-        probs = np.full((len(paths), 1), np.nan)
+    badlog = BadFileLog()
+    found = predictions(model, loaders.eval_loader(dataset, cfg), device, cfg, badlog, desc)
+    width = found['probs'].shape[1] if len(found['keys']) else num_classes or 1
+    probs = np.full((len(paths), width), np.nan)
+    probs[found['keys']] = found['probs']
     return probs, badlog.seen
 
 
@@ -203,22 +193,12 @@ def predict(cfg):
     return out
 
 
-@torch.no_grad()
 def features(model, dataset, cfg, device, desc):
     """(penultimate features, softmax-head probabilities, labels) of every readable image of `dataset`."""
-    model.eval()
-    feats, probs, labels, badlog = [], [], [], BadFileLog()
-    for images, target, bad in tqdm(loaders.eval_loader(dataset, cfg), desc=desc, leave=False, dynamic_ncols=True):
-        badlog.add(bad)
-        if images is None:
-            continue
-        images = images.to(device, non_blocking=True)
-        feats.append(model.forward_features(images).float().cpu())
-        probs.append(model(images).float().softmax(1).cpu())
-        labels.append(target)
-    if not feats:
+    found = predictions(model, loaders.eval_loader(dataset, cfg), device, cfg, BadFileLog(), desc, features=True)
+    if not len(found['keys']):
         raise UserError(f'no readable image in the {desc} split')
-    return torch.cat(feats).numpy(), torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    return found['feats'], found['probs'], found['keys']
 
 
 def fit_svm(cfg):
@@ -261,24 +241,38 @@ def fit_svm(cfg):
 
 
 @torch.no_grad()
-def evaluate(model, loader, criterion, device, badlog, desc='val', cfg=None):
-    """Mean loss, accuracy, and the class probabilities and targets of every readable image."""
+def predictions(model, loader, device, cfg=None, badlog=None, desc='predict', criterion=None, features=False):
+    """The one prediction loop, behind training's validation and every command that runs a model: the class
+    probabilities of every readable image of `loader` with the loader's second field (`keys`: labels, or row
+    indices), plus the mean `criterion` loss against the keys and the penultimate `feats` when asked.
+    Batches from the cache are finished on the device (`cfg`); unreadable files are counted in `badlog`."""
     model.eval()
-    total_loss, probs, targets = 0.0, [], []
-    for images, labels, bad in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        badlog.add(bad)
+    probs, keys, feats, total_loss = [], [], [], 0.0
+    for images, key, bad in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        if badlog is not None:
+            badlog.add(bad)
         if images is None:
             continue
         images = finish_batch(images, device, cfg, False) if cfg else images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
         output = model(images)
-        total_loss += criterion(output, labels).item() * labels.size(0)
+        if criterion is not None:
+            total_loss += criterion(output, key.to(device, non_blocking=True)).item() * key.size(0)
+        if features:
+            feats.append(model.forward_features(images).float().cpu())
         probs.append(output.float().softmax(1).cpu())
-        targets.append(labels.cpu())
-    probs = torch.cat(probs).numpy() if probs else np.zeros((0, 1))
-    targets = torch.cat(targets).numpy() if targets else np.zeros(0, dtype=np.int64)
+        keys.append(key.cpu())
+    return {'probs': torch.cat(probs).numpy() if probs else np.zeros((0, 1)),
+            'keys': torch.cat(keys).numpy() if keys else np.zeros(0, dtype=np.int64),
+            'feats': torch.cat(feats).numpy() if feats else None,
+            'loss': total_loss / max(sum(len(k) for k in keys), 1)}
+
+
+def evaluate(model, loader, criterion, device, badlog, desc='val', cfg=None):
+    """Mean loss, accuracy, and the class probabilities and targets of every readable image."""
+    found = predictions(model, loader, device, cfg, badlog, desc, criterion)
+    probs, targets = found['probs'], found['keys']
     acc = float((probs.argmax(1) == targets).mean()) if len(targets) else 0.0
-    return {'loss': total_loss / max(len(targets), 1), 'acc': acc, 'probs': probs, 'targets': targets}
+    return {'loss': found['loss'], 'acc': acc, 'probs': probs, 'targets': targets}
 
 
 def load_for_eval(cfg):

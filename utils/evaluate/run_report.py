@@ -429,7 +429,7 @@ def add_test(cfg, dataset, result, badlog):
 def image_paths(data_root):
     """(shown name, path) of every image in --data-root: a folder (any depth), one image file, or several image
     files separated by commas."""
-    from data.dataset import is_image_file
+    from utils.io import is_image_file
     from utils.evaluate.loop import find_images
     if not data_root:
         raise config.UserError('give the images to explain with --data-root=FOLDER (or an image file, or files '
