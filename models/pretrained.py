@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 import config
+from .registry import canonical_name, timm_name
 
 # registry name -> torchvision builder (its weights enum comes from torchvision.models.get_model_weights)
 TORCHVISION = {'AlexNet': 'alexnet', 'SqueezeNet': 'squeezenet1_1', 'ResNet34': 'resnet34', 'ResNet101': 'resnet101'}
@@ -42,16 +43,16 @@ def offline():
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def find(name, arch, spec):
-    """The Weights that --pretrained=`spec` names for the registry's model `name`, built by timm as `arch` (None:
-    by torchvision or resnest) -- None for none; UserError for a spec that does not exist or does not fit the
-    model. Looks nothing up on disk."""
-    spec = str(spec).strip()
+def find(model_name, spec):
+    """The Weights that --pretrained=`spec` names for `model_name` (None for none); UserError for a spec that
+    does not exist or does not fit the model. Looks nothing up on disk."""
+    name, spec = canonical_name(model_name), str(spec).strip()
     if spec.lower() == 'none':
         return None
     hub = spec.lower().startswith('timm/')
     if spec.lower() != 'imagenet' and not hub:
         raise config.UserError(f'unknown --pretrained={spec!r}; choose {SPECS}')
+    arch = timm_name(name)
     if arch is None:
         if hub:
             raise config.UserError(f'--pretrained={spec} is a timm model\'s file, {name} is built by '
