@@ -10,6 +10,7 @@ from utils.io import append_line
 from utils.train.losses import build_loss, class_weights
 from data.mix import MixBatch
 from utils.train.optim import Phases
+from utils.train.precision import Precision
 
 
 def build_criterion(cfg, targets, num_classes):
@@ -46,7 +47,7 @@ class Trainer:
 
     def __init__(self, model, optimizer, schedule, cfg, vis=None, run_dir=None, precision=None):
         self.model, self.optimizer, self.schedule, self.vis, self.run_dir = model, optimizer, schedule, vis, run_dir
-        self.precision, self.cfg = precision, cfg
+        self.precision, self.cfg = precision or Precision(None, torch.device('cpu')), cfg  # None: fp32
         self.scaler = precision.scaler if precision is not None else None  # fp16 autocast on CUDA
         self.accum = cfg.accum_steps
         self.clip = cfg.clip_grad
