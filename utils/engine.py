@@ -223,12 +223,16 @@ def write_json(obj, path):
     write_text(json.dumps(obj, indent=1), path)
 
 
-def fit(cfg):
-    """Train a model as configured; returns the run directory (config, classes, metrics, checkpoints)."""
+def fit(cfg, find_lr_only=False):
+    """Train a model as configured; returns the run directory (config, classes, metrics, checkpoints). With
+    --lr=auto the learning-rate range test picks cfg.lr first; `find_lr_only` (the lr_find command) stops after it."""
     resume = checkpoint.load(cfg.resume) if cfg.resume else None
     if resume is not None:
         cfg = merge_given(resume['config'], cfg)
         checkpoint.check_compatible(resume, cfg.model, path=cfg.resume)  # the model this run would build
+    if (cfg.lr == 'auto' or find_lr_only) and distributed.launched():  # its stop on divergence is per process
+        raise config.UserError('lr_find runs in one process: run `python main.py lr_find` (or train --lr=auto) '
+                               'without torchrun, then give torchrun the suggested --lr')
     ddp = distributed.setup(cfg)
     if resume is None:
         distributed.main_first(ddp, pretrained.prepare, cfg)  # finds (or fetches) the weights, records them
@@ -243,10 +247,6 @@ def fit(cfg):
     device = distributed.device(ddp, select_device(cfg))
     # every check above passes before the first file of the run is written
     run_dir = distributed.broadcast(ddp, open_run_dir(cfg, resume, len(classes)) if ddp.is_main else None)
-    print('settings:\n' + '\n'.join(f'  {k} = {v!r}' for k, v in cfg.to_dict().items()))
-    if ddp.is_main:
-        write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
-        write_json(classes, os.path.join(run_dir, 'classes.json'))
     # rank 0 computes and writes the statistics; the others then read them
     distributed.main_first(ddp, transforms.prepare_normalization, cfg, train_set, val_set, run_dir)
     print(f'data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes, '
@@ -264,15 +264,23 @@ def fit(cfg):
     train_loader = loaders.train_loader(train_set, cfg, sampler, generator)
     val_loader = loaders.eval_loader(distributed.shard_dataset(val_set, ddp), cfg)
     criterion = tricks.build_criterion(cfg, train_set.targets, len(classes)).to(device)
+    start_epoch, best_acc = (resume['epoch'] + 1, resume['best_metric']) if resume is not None else (0, -1.0)
+    vis = RunDashboard(cfg, run_dir, classes, start_epoch, enabled=ddp.is_main)
+    if cfg.lr == 'auto' or find_lr_only:  # the range test on this very run; its weights come back unchanged
+        from utils.train import lr_find
+        cfg.lr = lr_find.find(cfg, net, model, train_loader, criterion, device, precision, run_dir, vis)
+    print('settings:\n' + '\n'.join(f'  {k} = {v!r}' for k, v in cfg.to_dict().items()))
+    if ddp.is_main:
+        write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
+        write_json(classes, os.path.join(run_dir, 'classes.json'))
+    if find_lr_only:
+        return run_dir
     optimizer = build_optimizer(model, cfg)
     schedule = build_scheduler(optimizer, cfg, tricks.steps_per_epoch(len(train_loader), cfg))
-    start_epoch, best_acc = 0, -1.0
     if resume is not None:
         optimizer.load_state_dict(resume['optimizer'])
         schedule.load_state_dict(resume['scheduler'])
-        start_epoch, best_acc = resume['epoch'] + 1, resume['best_metric']
         print(f'resuming {cfg.resume} at epoch {start_epoch + 1} (best validation accuracy {best_acc:.4f})')
-    vis = RunDashboard(cfg, run_dir, classes, start_epoch, enabled=ddp.is_main)
     vis.start(train_set, val_set)
     trainer = tricks.Trainer(model, optimizer, schedule, cfg, None, run_dir if ddp.is_main else None, precision)
     if resume is not None:
