@@ -114,16 +114,24 @@ def test_lr_find_writes_its_curve_and_plot_in_a_run_directory(tiny_data):
 
 
 def test_lr_auto_trains_with_the_found_lr_and_records_it(tiny_data):
-    res = run_cli('train', *CLI, '--lr=auto', '--lr-find-steps=10', '--lr-find-end=1', '--scheduler=none',
-                  '--nohtml-report', cwd=tiny_data.parent)
+    common = [*CLI, '--lr-find-steps=10', '--lr-find-end=1', '--scheduler=none', '--nohtml-report']
+    res = run_cli('train', *common, '--lr=auto', '--run-name=auto', cwd=tiny_data.parent)
     assert res.returncode == 0, res.stderr
-    run = only_run(tiny_data.parent)
+    run = tiny_data.parent / 'checkpoints' / 'auto'
     stored = json.loads((run / 'config.json').read_text())
     assert stored['lr'] == stored['lr_find']['valley'] and 1e-7 <= stored['lr'] <= 1
     assert (run / 'lr_find.csv').is_file()
     steps = (run / 'lr.csv').read_text().splitlines()
     assert steps and all(float(line.split(',')[2]) == pytest.approx(stored['lr'], rel=1e-5) for line in steps)
     assert checkpoint.load(run / 'last.pth')['config']['lr'] == stored['lr']
+    # the sweep leaves no trace in the training: the same run as one given that lr as a number
+    res = run_cli('train', *common, f'--lr={stored["lr"]!r}', '--run-name=number', cwd=tiny_data.parent)
+    assert res.returncode == 0, res.stderr
+    metrics = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+    again = [json.loads(line) for line in (run.parent / 'number' / 'metrics.jsonl').read_text().splitlines()]
+    drop = ('seconds', 'images_per_s')
+    assert [{k: v for k, v in r.items() if k not in drop} for r in metrics] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in again]
 
 
 @pytest.mark.parametrize('args, message', [
