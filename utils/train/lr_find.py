@@ -15,12 +15,13 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from config import UserError
 from utils import engine, fast, tricks
 from utils.optim import Schedule, build_optimizer
 
 BETA = 0.98  # smoothing of the loss, as fastai's
 DIVERGED = 4.0  # the sweep stops when the smoothed loss exceeds this many times its best
-SUGGESTION = 'valley'  # fastai's default since 2.5: steep picks the noisy start of the curve more often
+SUGGESTION = 'valley'  # fastai's default suggestion
 
 
 class NoDashboard:
@@ -50,8 +51,8 @@ def sweep(net, model, optimizer, loader, criterion, cfg, device, precision=None)
     out = {'lr': [], 'loss': [], 'smoothed': [], 'diverged': False}
     running, avg, best = engine.Running(device), 0.0, math.inf
     tricks.train_mode(model)
+    batches = tqdm(itertools.islice(cycled(loader), steps), 'lr_find', steps, leave=False, dynamic_ncols=True)
     try:
-        batches = tqdm(itertools.islice(cycled(loader), steps), 'lr_find', steps, leave=False, dynamic_ncols=True)
         for i, (images, labels, _) in enumerate(batches):
             if images is None or len(labels) < 2:  # as train_one_epoch: batch norm cannot train on one image
                 continue
@@ -69,6 +70,7 @@ def sweep(net, model, optimizer, loader, criterion, cfg, device, precision=None)
                 out['diverged'] = True
                 break
     finally:
+        batches.close()
         optimizer.zero_grad(set_to_none=True)
         model.load_state_dict(saved[0])
         optimizer.load_state_dict(saved[1])
@@ -113,9 +115,10 @@ def plot_png(result, picks):
         y = np.interp(np.log(picks[name]), np.log(result['lr']), result['smoothed'])
         tag = ' (the suggestion)' if name == SUGGESTION else ''
         ax.plot(picks[name], y, marker, ms=9, label=f'{name} {picks[name]:.3g}{tag}')
-    top = min(max(result['smoothed']), 3 * result['smoothed'][0]) if result['smoothed'] else 1
+    finite = [v for v in result['smoothed'] if math.isfinite(v)]
+    top = min(max(finite), 3 * finite[0])  # the diverging tail would flatten the rest of the curve
     ax.set(xscale='log', xlabel='learning rate', ylabel='training loss', title='learning-rate range test',
-           ylim=(min(result['smoothed'], default=0) * 0.95, top * 1.05))
+           ylim=(min(finite) * 0.95, top * 1.05))
     ax.legend()
     return figure_png(fig)
 
@@ -131,7 +134,9 @@ def write(result, picks, run_dir):
 
 def show(result, picks, visualizer):
     """The dashboard window 'lr_find': the smoothed loss against the learning rate (log x), the suggestion named."""
-    visualizer.call('line', Y=np.asarray(result['smoothed']), X=np.asarray(result['lr']), win='lr_find',
+    lrs, smoothed = np.asarray(result['lr']), np.asarray(result['smoothed'])
+    keep = np.isfinite(smoothed)  # a NaN is no JSON number
+    visualizer.call('line', Y=smoothed[keep], X=lrs[keep], win='lr_find',
                     opts=dict(title=f'lr_find: suggested lr {picks[SUGGESTION]:.3g} ({SUGGESTION}; steep '
                               f'{picks["steep"]:.3g})', xtype='log', xlabel='learning rate', ylabel='smoothed loss'))
 
@@ -144,9 +149,8 @@ def find(cfg, net, model, loader, criterion, device, precision, run_dir, dashboa
     sweep_cfg.lr = cfg.lr_find_start  # the optimizer's starting value; every step sets its own
     result = sweep(net, model, build_optimizer(model, sweep_cfg), loader, criterion, sweep_cfg, device, precision)
     if len(result['lr']) < 2:
-        from config import UserError
-        raise UserError(f'lr_find needs at least two training batches of 2+ images; give more --lr-find-steps or a '
-                        f'smaller --batch-size (got {len(result["lr"])} batch)')
+        raise UserError(f'lr_find recorded {len(result["lr"])} step(s); it needs training batches of 2+ images (a '
+                        f'smaller --batch-size) and a finite loss at --lr-find-start={cfg.lr_find_start}')
     picks = suggest(result['lr'], result['smoothed'])
     write(result, picks, run_dir)
     show(result, picks, dashboard.vis)
