@@ -95,8 +95,10 @@ def only_run(root):
     return runs[0]
 
 
-def test_lr_find_writes_its_curve_and_plot_in_a_run_directory(tiny_data):
-    res = run_cli('lr_find', *CLI, '--lr-find-steps=12', '--lr-find-end=1', cwd=tiny_data.parent)
+def test_lr_find_writes_its_curve_plot_and_dashboard_window_in_a_run_directory(tiny_data):
+    # no visdom server on port 9: the dashboard's calls are recorded in the run's visdom.log
+    args = [a for a in CLI if not a.startswith('--vis=')] + ['--vis=true', '--vis-port=9']
+    res = run_cli('lr_find', *args, '--lr-find-steps=12', '--lr-find-end=1', cwd=tiny_data.parent)
     assert res.returncode == 0, res.stderr
     run = only_run(tiny_data.parent)
     with open(run / 'lr_find.csv') as f:
@@ -111,6 +113,8 @@ def test_lr_find_writes_its_curve_and_plot_in_a_run_directory(tiny_data):
     assert f'suggested lr {record["valley"]:.3g} (valley; steep {record["steep"]:.3g})' in line
     assert lrs[0] <= record['valley'] <= lrs[-1]
     assert not (run / 'last.pth').exists()  # a range test, not a training run
+    window = [json.loads(line) for line in (run / 'visdom.log').read_text().splitlines() if '"lr_find"' in line]
+    assert len(window) == 1 and window[0][1]['layout']['xaxis']['type'] == 'log'
 
 
 def test_lr_auto_trains_with_the_found_lr_and_records_it(tiny_data):
