@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 def opt(default, help, group='general', choices=(), auto=False):
     """A setting: its default, a one-line help, the group `help` lists it under, for a setting that names one
     of a few values those `choices` (see `check_choice`), and whether it also takes the word 'auto' beside values
-    of its type (`auto`, see `coerce`)."""
+    of its type (`auto`, see `parse`)."""
     kw = {'default_factory': lambda: default} if isinstance(default, list) else {'default': default}
     return field(metadata={'help': help, 'group': group, 'choices': tuple(choices), 'auto': auto}, **kw)
 
