@@ -10,11 +10,12 @@ import json
 from dataclasses import dataclass, field
 
 
-def opt(default, help, group='general', choices=()):
-    """A setting: its default, a one-line help, the group `help` lists it under and, for a setting that names one
-    of a few values, those `choices` (see `check_choice`)."""
+def opt(default, help, group='general', choices=(), auto=False):
+    """A setting: its default, a one-line help, the group `help` lists it under, for a setting that names one
+    of a few values those `choices` (see `check_choice`), and whether it also takes the word 'auto' beside values
+    of its type (`auto`, see `parse`)."""
     kw = {'default_factory': lambda: default} if isinstance(default, list) else {'default': default}
-    return field(metadata={'help': help, 'group': group, 'choices': tuple(choices)}, **kw)
+    return field(metadata={'help': help, 'group': group, 'choices': tuple(choices), 'auto': auto}, **kw)
 
 
 # The model registry's names (models.MODELS; a test keeps the two equal), listed here so that parsing and `help`
@@ -66,7 +67,13 @@ class DefaultConfig:
     optimizer: str = opt('adamw', 'optimizer: sgd | adam | adamw | radam | ranger (RAdam + Lookahead + gradient '
                          'centralisation) | ranger_adabelief | timm/<name> (any timm optimizer)', 'optim',
                          choices=('sgd', 'adam', 'adamw', 'radam', 'ranger', 'ranger_adabelief', TIMM))
-    lr: float = opt(1e-3, 'initial learning rate', 'optim')
+    lr: float = opt(1e-3, 'initial learning rate; auto = the suggestion of the learning-rate range test (lr_find), '
+                    'run on this model and data before training and recorded in config.json', 'optim', auto=True)
+    lr_find_start: float = opt(1e-7, 'lr_find: learning rate of the first step of the sweep', 'optim')
+    lr_find_end: float = opt(10.0, 'lr_find: learning rate of the last step (the sweep stops earlier when the loss '
+                             'diverges: 4x its best)', 'optim')
+    lr_find_steps: int = opt(100, 'lr_find: training steps of the exponential sweep from lr_find_start to '
+                             'lr_find_end (the training data is cycled when it has fewer batches)', 'optim')
     momentum: float = opt(0.9, 'SGD momentum', 'optim')
     weight_decay: float = opt(1e-4, 'weight decay (decoupled for adamw; L2 for the others)', 'optim')
     scheduler: str = opt('onecycle', 'learning-rate schedule: plateau (multiply by lr_decay when the validation '
@@ -234,9 +241,10 @@ class DefaultConfig:
 
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint), with the record of the published weights a
-        run started from (models/pretrained.py) when there is one."""
-        extra = getattr(self, 'pretrained_weights', None)
-        return {**dataclasses.asdict(self), **({'pretrained_weights': extra} if extra else {})}
+        run started from (models/pretrained.py) and of the sweep that chose --lr=auto (utils/train/lr_find.py) when
+        there is one."""
+        extra = {k: getattr(self, k, None) for k in ('pretrained_weights', 'lr_find')}
+        return {**dataclasses.asdict(self), **{k: v for k, v in extra.items() if v}}
 
     def __str__(self):
         return json.dumps(self.to_dict(), indent=1)
@@ -258,6 +266,11 @@ def settings():
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         out.append((f.name, default, type(default), f.metadata['help'], f.metadata['group']))
     return out
+
+
+def takes_auto():
+    """The settings that accept the word 'auto' beside values of their type (e.g. --lr=auto)."""
+    return {f.name for f in dataclasses.fields(DefaultConfig) if f.metadata['auto']}
 
 
 def choices():
@@ -341,13 +354,22 @@ def parse(**kwargs):
     cfg = DefaultConfig()
     types = {name: kind for name, _, kind, _, _ in settings()}
     items = {name: type(default[0]) for name, default, kind, _, _ in settings() if kind is list and default}
+    auto = takes_auto()
     for key, value in kwargs.items():
         name = key.replace('-', '_')
         if name not in types:
             guess = closest(name, list(types))
             hint = f'; did you mean --{flag(guess)}?' if guess else '; `python main.py help` lists the settings'
             raise ConfigError(f'unknown setting --{flag(name)}{hint}')
-        setattr(cfg, name, coerce(name, value, types[name], items.get(name, str)))
+        if name in auto and str(value).strip().lower() == 'auto':
+            setattr(cfg, name, 'auto')
+            continue
+        try:
+            setattr(cfg, name, coerce(name, value, types[name], items.get(name, str)))
+        except ConfigError:
+            if name not in auto:
+                raise
+            raise ConfigError(f'--{flag(name)}={value!r} is not a valid {types[name].__name__} or auto') from None
     given = {key.replace('-', '_') for key in kwargs}
     if 'cutmix_prob' in given and 'mixup_prob' not in given:
         cfg.mixup_prob = 0.0  # the default mixing is Mixup; asking for CutMix replaces it
@@ -362,14 +384,20 @@ def check(cfg):
         setattr(cfg, name, check_choice(name, getattr(cfg, name), allowed))
     if not 0 < cfg.val_ratio < 1:
         raise ConfigError(f'--val-ratio must be between 0 and 1, got {cfg.val_ratio}')
+    if cfg.lr_find_end <= cfg.lr_find_start or cfg.lr_find_steps < 10:
+        raise ConfigError(f'lr_find sweeps from --lr-find-start up to a larger --lr-find-end over at least 10 '
+                          f'--lr-find-steps; got {cfg.lr_find_start} to {cfg.lr_find_end} over {cfg.lr_find_steps}')
+    if cfg.lr == 'auto' and cfg.resume:
+        raise ConfigError('--lr=auto finds the learning rate before a run starts; a resumed run keeps its own '
+                          '(drop --lr, or give a number)')
     for name in ('batch_size', 'max_epoch', 'print_freq', 'accum_steps', 'ranger_k'):
         if getattr(cfg, name) < 1:
             raise ConfigError(f'--{flag(name)} must be at least 1, got {getattr(cfg, name)}')
     if cfg.image_size and cfg.image_size < 32:
         raise ConfigError(f'--image-size must be 0 (auto) or at least 32, got {cfg.image_size}')
     # what torch's optimizers and schedules, Ranger and the mixes would refuse later, after the run directory
-    for name in ('lr', 'cutmix_alpha', 'mixup_alpha'):
-        if getattr(cfg, name) <= 0:
+    for name in ('lr', 'cutmix_alpha', 'mixup_alpha', 'lr_find_start'):
+        if getattr(cfg, name) != 'auto' and getattr(cfg, name) <= 0:
             raise ConfigError(f'--{flag(name)} must be positive, got {getattr(cfg, name)}')
     for name in ('momentum', 'weight_decay'):
         if getattr(cfg, name) < 0:

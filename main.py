@@ -16,6 +16,7 @@ import config
 
 EXAMPLES = {
     'train': 'python main.py train --train-data-root=./data/train --use-gpu --env=classifier',
+    'lr_find': 'python main.py lr_find --train-data-root=./data/train   (then train --lr=<suggested> or --lr=auto)',
     'val': 'python main.py val --load-path=checkpoints/<run>/best_model.pth',
     'testforacc': "python main.py testforacc --data-root=./data/test --batch-size=256 "
                   "--load-path='checkpoints/<run>/best_model.pth'",
@@ -41,6 +42,12 @@ def train(**kwargs):
     """Train a model; checkpoints, config and metrics go to checkpoints/<run>/."""
     from utils.train import engine
     engine.fit(config.parse(**kwargs))
+
+
+def lr_find(**kwargs):
+    """Learning-rate range test: a short exponential lr sweep on the training data; prints the suggested --lr."""
+    from utils import engine
+    engine.fit(config.parse(**kwargs), find_lr_only=True)
 
 
 def val(**kwargs):
@@ -179,16 +186,17 @@ def help(**kwargs):
         lines.append(f'  {name:<11} {COMMANDS[name].__doc__.splitlines()[0]}')
         lines.append(f'  {"":<11}   e.g. {EXAMPLES[name]}')
     lines += ['', 'settings (--name=value; booleans also --name / --noname):']
-    groups, choices = {}, config.choices()  # each group once, in the order it first appears
+    groups, choices, auto = {}, config.choices(), config.takes_auto()  # each group once, in order of appearance
     for name, default, kind, text, grp in config.settings():
-        what = 'one of: ' + ' | '.join(choices[name]) if name in choices else kind.__name__
+        what = ' | '.join(choices[name]) if name in choices else kind.__name__ + ' or auto' * (name in auto)
+        what = 'one of: ' + what if name in choices else what
         groups.setdefault(grp, []).append(f'    --{config.flag(name)}={default!r}  ({what})  {text}')
     for grp, entries in groups.items():
         lines += [f'  [{grp}]'] + entries
     print('\n'.join(lines))
 
 
-COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
+COMMANDS = {'train': train, 'lr_find': lr_find, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
             'export': export, 'ensemble': ensemble, 'analyze': analyze, 'clean': clean, 'split': split,
             'pseudo': pseudo, 'hard': hard, 'dashboard': dashboard, 'replay': replay, 'report': report,
             'explain': explain, 'help': help}

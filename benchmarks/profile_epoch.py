@@ -33,10 +33,10 @@ from utils.dashboard.server import free_port  # noqa: E402
 # phase -> (file, function) of the Python calls whose time it is; training phases are counted inside
 # engine.train_one_epoch, boundary phases outside it
 TRAINING = {
-    'steps (engine.train_step)': ('utils/train/engine.py', 'train_step'),
+    'steps (step.train_step)': ('utils/train/step.py', 'train_step'),
     'waiting for batches': ('torch/utils/data/dataloader.py', '__next__'),
     'loader start': ('torch/utils/data/dataloader.py', '__iter__'),
-    'loss / accuracy reads': ('utils/train/engine.py', 'read'),
+    'loss / accuracy reads': ('utils/train/step.py', 'read'),
 }
 BOUNDARY = {
     'validation': ('utils/evaluate/loop.py', 'evaluate'),

@@ -158,12 +158,12 @@ def test_a_steady_state_training_step_never_waits_for_the_gpu(tiny_data, tmp_pat
     # warm-up epoch: cuDNN autotuning, the allocator, every batch shape
     engine.train_one_epoch(net, loader, criterion, optimizer, schedule, device, 0, cfg, vis, BadFileLog(), precision,
                            trainer)
-    running = engine.Running(device)
+    running = tricks.Running(device)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode('error')
     try:
         for i, (images, labels, bad) in enumerate(loader):  # the loader's batches are part of the step
-            engine.train_step(net, images, labels, criterion, trainer, running, cfg, vis, (i, len(loader), 1))
+            tricks.train_step(net, images, labels, criterion, trainer, running, cfg, vis, (i, len(loader), 1))
         with pytest.raises(RuntimeError):  # the check is live: a read waits for the device
             running.read()
     finally:

@@ -16,8 +16,6 @@ from data.dataset import BadFileLog
 from data.samplers import build_sampler
 from models import pretrained
 from config import merge_given, select_device
-from data.cache import finish_batch
-from data.mix import mixed_criterion
 from utils.dashboard.windows import RunDashboard
 from utils.evaluate.loop import evaluate
 from utils.io import (TMP_PREFIX, VERSION, append_line, check_compatible, check_room, estimated_size, load_checkpoint,
@@ -26,7 +24,8 @@ from utils.train import distributed
 from utils.train.checkpoint_writer import CheckpointWriter, to_host
 from utils.train.optim import build_optimizer, build_scheduler
 from utils.train.precision import Precision, setup
-from utils.train.step import Trainer, best_ema_state, build_criterion, steps_per_epoch, train_mode
+from utils.train.step import (Running, Trainer, best_ema_state, build_criterion, steps_per_epoch, train_mode,
+                              train_step)
 
 LAST, BEST, BEST_EMA = 'last.pth', 'best_model.pth', 'best_model_ema.pth'
 
@@ -35,40 +34,6 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class Running:
-    """The epoch's summed loss and correct predictions, kept on the training device so that a step never waits
-    for it; `read` copies them to the host (one synchronisation on CUDA) with the last step's loss."""
-
-    def __init__(self, device):
-        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x images, correct, last loss
-        self.seen = 0
-
-    def add(self, loss, output, labels):
-        n, loss = labels.size(0), loss.detach().double()
-        self.sums = torch.stack((self.sums[0] + loss * n, self.sums[1] + (output.argmax(1) == labels).sum(), loss))
-        self.seen += n
-
-    def read(self):
-        """(mean loss, accuracy, last step's loss) of the images so far."""
-        total, correct, last = self.sums.tolist()
-        return total / max(self.seen, 1), correct / max(self.seen, 1), last
-
-
-def train_step(model, images, labels, criterion, trainer, running, cfg, vis, step):
-    """One training step, which never waits for the device: the batch finished on the device, mixed, forward,
-    loss, backward and optimizer step (`trainer`), loss and correct predictions added to `running`.
-    `step` = (batch index, batches in the epoch, epoch)."""
-    images = finish_batch(images, running.sums.device, cfg, True)
-    labels = labels.to(running.sums.device, non_blocking=True)
-    images, y_a, y_b, lam = trainer.mix(images, labels)
-    vis.show_batch(images, labels)  # the first batch of the run only
-    with trainer.precision.autocast():
-        output = model(images)
-        loss = mixed_criterion(criterion, output, y_a, y_b, lam)
-    trainer.backward(loss, *step)
-    running.add(loss, output, labels)
 
 
 def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog, precision=None,
@@ -177,12 +142,16 @@ def keep_lines(path, keep):
         write_text(''.join(rows), path)
 
 
-def fit(cfg):
-    """Train a model as configured; returns the run directory (config, classes, metrics, checkpoints)."""
+def fit(cfg, find_lr_only=False):
+    """Train a model as configured; returns the run directory (config, classes, metrics, checkpoints). With
+    --lr=auto the learning-rate range test picks cfg.lr first; `find_lr_only` (the lr_find command) stops after it."""
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:
         cfg = merge_given(resume['config'], cfg)
         check_compatible(resume, cfg.model, path=cfg.resume)  # the model this run would build
+    if (cfg.lr == 'auto' or find_lr_only) and distributed.launched():  # its stop on divergence is per process
+        raise config.UserError('lr_find runs in one process: run `python main.py lr_find` (or train --lr=auto) '
+                               'without torchrun, then give torchrun the suggested --lr')
     ddp = distributed.setup(cfg)
     if resume is None:
         distributed.main_first(ddp, pretrained.prepare, cfg)  # finds (or fetches) the weights, records them
@@ -197,10 +166,6 @@ def fit(cfg):
     device = distributed.device(ddp, select_device(cfg))
     # every check above passes before the first file of the run is written
     run_dir = distributed.broadcast(ddp, open_run_dir(cfg, resume, len(classes)) if ddp.is_main else None)
-    print('settings:\n' + '\n'.join(f'  {k} = {v!r}' for k, v in cfg.to_dict().items()))
-    if ddp.is_main:
-        write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
-        write_json(classes, os.path.join(run_dir, 'classes.json'))
     # rank 0 computes and writes the statistics; the others then read them
     distributed.main_first(ddp, transforms.prepare_normalization, cfg, train_set, val_set, run_dir)
     print(f'data: {len(train_set)} training and {len(val_set)} validation images, {len(classes)} classes, '
@@ -218,15 +183,23 @@ def fit(cfg):
     train_loader = loaders.train_loader(train_set, cfg, sampler, generator)
     val_loader = loaders.eval_loader(distributed.shard_dataset(val_set, ddp), cfg)
     criterion = build_criterion(cfg, train_set.targets, len(classes)).to(device)
+    start_epoch, best_acc = (resume['epoch'] + 1, resume['best_metric']) if resume is not None else (0, -1.0)
+    vis = RunDashboard(cfg, run_dir, classes, start_epoch, enabled=ddp.is_main)
+    if cfg.lr == 'auto' or find_lr_only:  # the range test on this very run; its weights come back unchanged
+        from utils.train import lr_find
+        cfg.lr = lr_find.find(cfg, net, model, train_loader, criterion, device, precision, run_dir, vis)
+    print('settings:\n' + '\n'.join(f'  {k} = {v!r}' for k, v in cfg.to_dict().items()))
+    if ddp.is_main:
+        write_json(cfg.to_dict(), os.path.join(run_dir, 'config.json'))
+        write_json(classes, os.path.join(run_dir, 'classes.json'))
+    if find_lr_only:
+        return run_dir
     optimizer = build_optimizer(model, cfg)
     schedule = build_scheduler(optimizer, cfg, steps_per_epoch(len(train_loader), cfg))
-    start_epoch, best_acc = 0, -1.0
     if resume is not None:
         optimizer.load_state_dict(resume['optimizer'])
         schedule.load_state_dict(resume['scheduler'])
-        start_epoch, best_acc = resume['epoch'] + 1, resume['best_metric']
         print(f'resuming {cfg.resume} at epoch {start_epoch + 1} (best validation accuracy {best_acc:.4f})')
-    vis = RunDashboard(cfg, run_dir, classes, start_epoch, enabled=ddp.is_main)
     vis.start(train_set, val_set)
     trainer = Trainer(model, optimizer, schedule, cfg, None, run_dir if ddp.is_main else None, precision)
     if resume is not None:

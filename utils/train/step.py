@@ -8,7 +8,8 @@ import torch
 
 from utils.io import append_line
 from utils.train.losses import build_loss, class_weights
-from data.mix import MixBatch
+from data.cache import finish_batch
+from data.mix import MixBatch, mixed_criterion
 from utils.train.optim import Phases
 from utils.train.precision import Precision
 
@@ -145,3 +146,37 @@ class Trainer:
         better = 'best_model_ema.pth (EMA)' if self.best_ema > best_acc else 'best_model.pth (raw weights)'
         return (f'best validation accuracy: raw weights {best_acc:.4f}, EMA {self.best_ema:.4f}; '
                 f'the better one is {os.path.join(run_dir, better)}')
+
+
+class Running:
+    """The epoch's summed loss and correct predictions, kept on the training device so that a step never waits
+    for it; `read` copies them to the host (one synchronisation on CUDA) with the last step's loss."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x images, correct, last loss
+        self.seen = 0
+
+    def add(self, loss, output, labels):
+        n, loss = labels.size(0), loss.detach().double()
+        self.sums = torch.stack((self.sums[0] + loss * n, self.sums[1] + (output.argmax(1) == labels).sum(), loss))
+        self.seen += n
+
+    def read(self):
+        """(mean loss, accuracy, last step's loss) of the images so far."""
+        total, correct, last = self.sums.tolist()
+        return total / max(self.seen, 1), correct / max(self.seen, 1), last
+
+
+def train_step(model, images, labels, criterion, trainer, running, cfg, vis, step):
+    """One training step, which never waits for the device: the batch finished on the device, mixed, forward,
+    loss, backward and optimizer step (`trainer`), loss and correct predictions added to `running`.
+    `step` = (batch index, batches in the epoch, epoch)."""
+    images = finish_batch(images, running.sums.device, cfg, True)
+    labels = labels.to(running.sums.device, non_blocking=True)
+    images, y_a, y_b, lam = trainer.mix(images, labels)
+    vis.show_batch(images, labels)  # the first batch of the run only
+    with trainer.precision.autocast():
+        output = model(images)
+        loss = mixed_criterion(criterion, output, y_a, y_b, lam)
+    trainer.backward(loss, *step)
+    running.add(loss, output, labels)
