@@ -39,10 +39,14 @@ def select_device(cfg):
     return torch.device('cpu')
 
 
+# settings that shape the stored weights: a checkpoint is rebuilt as it was trained, whatever the command line says
+ARCHITECTURE = ('stem',)
+
+
 def merge_given(stored, cfg):
     """A config from a checkpoint's stored settings, with the settings given on this command line on top."""
     values = dict(stored)
-    values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ())})
+    values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ()) if k not in ARCHITECTURE})
     merged = config.from_dict(values)
     merged.given = set(getattr(cfg, 'given', ()))
     merged.pretrained_weights = stored.get('pretrained_weights')  # the record, not a setting
@@ -156,7 +160,7 @@ def make_run_dir(cfg):
 def open_run_dir(cfg, resume, num_classes):
     """The run directory once it is known to have room for the checkpoints: a new one, or for --resume the run's
     own, first made consistent with the last.pth it resumes from (repair_run)."""
-    size = checkpoint.estimated_size(models.parameter_count(cfg.model, num_classes, cfg.attention), cfg.ema)
+    size = checkpoint.estimated_size(models.parameter_count(cfg.model, num_classes, cfg.attention, cfg.stem), cfg.ema)
     if resume is None:
         checkpoint.check_room(cfg.checkpoint_dir, 3 * size)  # last.pth, best_model.pth, the next save's temporary
         return make_run_dir(cfg)
@@ -229,6 +233,8 @@ def fit(cfg):
     if resume is not None:
         cfg = merge_given(resume['config'], cfg)
         checkpoint.check_compatible(resume, cfg.model, path=cfg.resume)  # the model this run would build
+    # an explicit stem the model or the weights cannot take stops here; auto waits for the image size
+    cfg.stem = models.resolve_stem(cfg.model, cfg.stem, cfg.image_size, cfg.pretrained_path, cfg.pretrained)
     ddp = distributed.setup(cfg)
     if resume is None:
         distributed.main_first(ddp, pretrained.prepare, cfg)  # finds (or fetches) the weights, records them
@@ -237,6 +243,7 @@ def fit(cfg):
     cfg.attention = models.resolve_attention(cfg.model, cfg.attention, cfg.pretrained_path, cfg.pretrained)
     cfg.normalize = transforms.normalize_name(cfg)
     train_set, val_set = loaders.build_train_val(cfg)
+    cfg.stem = models.resolve_stem(cfg.model, cfg.stem, cfg.image_size, cfg.pretrained_path, cfg.pretrained)
     classes = train_set.classes
     if resume is not None:
         checkpoint.check_compatible(resume, cfg.model, len(classes), cfg.resume, classes)
@@ -253,7 +260,7 @@ def fit(cfg):
           f'{cfg.image_size} px; run directory {run_dir}')
 
     model = models.build(cfg.model, len(classes), pretrained_path='' if resume else cfg.pretrained_path,
-                         attention=cfg.attention, freeze_backbone=cfg.freeze_backbone,
+                         attention=cfg.attention, stem=cfg.stem, freeze_backbone=cfg.freeze_backbone,
                          pretrained='none' if resume else cfg.pretrained)
     if resume is not None:
         model.load_state_dict(resume['model'])  # before the optimizer: a gated attention's gates appear here
@@ -348,7 +355,7 @@ def load_for_eval(cfg):
         print(f'note: {cfg.load_path} holds a {ckpt["model_name"]} model; that one is used, not --model={cfg.model}')
         eval_cfg.model = ckpt['model_name']
     eval_cfg.cache = 'none'  # one pass over the images: a cache would decode them (and the training set) first
-    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention)
+    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention, stem=eval_cfg.stem)
     eval_cfg.norm_stats = ckpt.get('normalization')
     model.load_state_dict(ckpt['model'])
     device = select_device(eval_cfg)
