@@ -1,11 +1,12 @@
 """AlexNet (Krizhevsky et al., 2012), torchvision's layout, usable from 32 px up; with stem 'small' its first
-convolution is 3x3 stride 1 instead of 11x11 stride 4, so that a 32 px input keeps 4x4 positions after the last pooling (1x1 in the ImageNet form)."""
+convolution is 3x3 stride 1 instead of 11x11 stride 4, so that a 32 px input keeps 4x4 positions after the last pooling (1x1 in the ImageNet form), and each convolution
+of its features is followed by batch normalisation (models/layers/stem.py says why)."""
 import torch
 from torch import nn
 from torchvision.models import alexnet as tv_alexnet
 
 from .basic_module import BasicModule
-from .layers.stem import stride_one_conv
+from .layers.stem import add_batchnorm, stride_one_conv
 
 
 class AlexNet(BasicModule):
@@ -24,4 +25,5 @@ def alexnet(num_classes, stem='imagenet', **kwargs):
             net.features[i] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     if stem == 'small':
         net.features[0] = stride_one_conv(net.features[0])
+        add_batchnorm(net.features)
     return AlexNet(net, num_classes)

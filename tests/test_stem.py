@@ -43,9 +43,11 @@ def test_the_small_stem_is_a_3x3_stride_1_convolution_without_max_pool():
         assert isinstance(net.maxpool, torch.nn.Identity)
     deep = models.build('ResNeSt50', 10, stem='small').net  # its deep stem starts with a 3x3 convolution already
     assert (deep.conv1[0].kernel_size, deep.conv1[0].stride) == ((3, 3), (1, 1))
-    for name in ('AlexNet', 'SqueezeNet'):
-        first = models.build(name, 10, stem='small').net.features[0]
-        assert (first.kernel_size, first.stride) == ((3, 3), (1, 1))
+    for name in ('AlexNet', 'SqueezeNet'):  # plain networks: the small form also normalises every convolution
+        features = models.build(name, 10, stem='small').net.features
+        assert (_first_conv(features).kernel_size, _first_conv(features).stride) == ((3, 3), (1, 1))
+        convs = [m for m in features.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in features.modules()) > 0
 
 
 def test_auto_is_small_from_scratch_up_to_64_px_and_imagenet_above_or_on_published_weights():
@@ -96,8 +98,8 @@ def _fit(tmp_path, data, name, **kw):
                                    **settings))
 
 
-def _first_conv(model):
-    return model.net.features[0]
+def _first_conv(module):
+    return next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 def test_the_resolved_stem_is_stored_and_rebuilt_by_evaluation_and_resume(tiny_data, tmp_path):
@@ -108,7 +110,7 @@ def test_the_resolved_stem_is_stored_and_rebuilt_by_evaluation_and_resume(tiny_d
     # a --stem given to evaluation cannot change the architecture of the weights
     for extra in ({}, {'stem': 'imagenet'}):
         model, cfg, ckpt, _ = engine.load_for_eval(config.parse(load_path=best, num_workers=0, **extra))
-        assert cfg.stem == 'small' and _first_conv(model).stride == (1, 1)
+        assert cfg.stem == 'small' and _first_conv(model.net).stride == (1, 1)
     result = engine.evaluate_checkpoint(config.parse(load_path=best, num_workers=0, vis=False), 'val')
     assert result['top1'] == pytest.approx(ckpt['best_metric'])
     resumed = engine.fit(config.parse(resume=os.path.join(run, 'last.pth'), max_epoch=2, stem='imagenet'))
@@ -125,6 +127,6 @@ def test_a_checkpoint_written_before_the_stem_setting_loads_and_resumes_as_image
         torch.save(state, path)
     model, cfg, _, _ = engine.load_for_eval(config.parse(load_path=os.path.join(run, 'best_model.pth'),
                                                          num_workers=0))
-    assert cfg.stem == 'imagenet' and _first_conv(model).stride == (2, 2)
+    assert cfg.stem == 'imagenet' and _first_conv(model.net).stride == (2, 2)
     resumed = engine.fit(config.parse(resume=os.path.join(run, 'last.pth'), max_epoch=2))
     assert torch.load(os.path.join(resumed, 'last.pth'), weights_only=True)['config']['stem'] == 'imagenet'
