@@ -225,6 +225,12 @@ class DefaultConfig:
                          'auto (cbam for those two trained from scratch; with pretrained_path, what that checkpoint '
                          'of this toolkit used, none for other weights files; none for other models)', 'model',
                          choices=('auto', 'none', 'se', 'cbam'))
+    stem: str = opt('imagenet', 'first layers of the ResNet family (timm resnet* / resnest* too), AlexNet and '
+                    'SqueezeNet: imagenet (7x7 stride-2 convolution and max-pool; AlexNet 11x11 stride 4, SqueezeNet '
+                    'stride 2; the default until the benchmark suite has measured auto: docs/models.md) | '
+                    'small (3x3 stride-1 first convolution, no ResNet max-pool: the CIFAR form) | auto (small when '
+                    'training from scratch at image_size <= 64; imagenet otherwise and with --pretrained; with '
+                    'pretrained_path, what that checkpoint used)', 'model', choices=('auto', 'imagenet', 'small'))
     freeze_backbone: bool = opt(False, 'train only the final layer (fine-tuning local pretrained weights)', 'model')
     pretrained: str = opt('none', 'start from published weights: none | imagenet (the model family\'s ImageNet '
                           'weights: torchvision, resnest or timm) | timm/<model>.<tag> (a timm model\'s Hugging Face '
@@ -430,10 +436,17 @@ def check(cfg):
                           f'and their sum <= 1, got {cfg.cutmix_prob} + {cfg.mixup_prob}')
 
 
+# Settings added after checkpoints were written: the value such a checkpoint was trained with, when it lacks the key.
+LEGACY = {'stem': 'imagenet'}
+# settings that shape the stored weights: a checkpoint is rebuilt as it was trained, whatever the command line says
+ARCHITECTURE = ('stem',)
+
+
 def from_dict(values):
-    """A DefaultConfig from a stored dict; keys that no longer exist are ignored (older checkpoints)."""
+    """A DefaultConfig from a stored dict; keys that no longer exist are ignored, keys that did not exist yet take
+    their LEGACY value (older checkpoints)."""
     known = {name for name, *_ in settings()}
-    return parse(**{k: v for k, v in values.items() if k in known})
+    return parse(**{**LEGACY, **{k: v for k, v in values.items() if k in known}})
 
 
 def select_device(cfg):
@@ -450,7 +463,7 @@ def select_device(cfg):
 def merge_given(stored, cfg):
     """A config from a checkpoint's stored settings, with the settings given on this command line on top."""
     values = dict(stored)
-    values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ())})
+    values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ()) if k not in ARCHITECTURE})
     merged = from_dict(values)
     merged.given = set(getattr(cfg, 'given', ()))
     merged.pretrained_weights = stored.get('pretrained_weights')  # the record, not a setting

@@ -32,31 +32,77 @@ def resolve_attention(name, attention, pretrained_path='', pretrained='none'):
     return attention
 
 
-def parameter_count(name, num_classes, attention='none'):
+SMALL_STEM_MODELS = ('AlexNet', 'SqueezeNet', 'ResNet34', 'ResNet101', 'ResNeSt50')
+SMALL_STEM_MAX_SIZE = 64  # stem auto: the small stem up to this image side, trained from scratch
+
+
+def has_small_stem(name):
+    """True when `stem` 'small' applies to model `name`: the registry's ResNet family, AlexNet and SqueezeNet, and
+    timm's ResNet-like models (timm resnet* / resnest*, so also ResNeXt and SE-ResNeXt)."""
+    name = canonical_name(name)
+    if name in SMALL_STEM_MODELS:
+        return True
+    from .timm_models import has_small_stem as timm_has_small_stem
+    return timm_name(name) is not None and timm_has_small_stem(timm_name(name))
+
+
+def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
+    """`stem` with 'auto' made concrete: small for a model that has it (`has_small_stem`) trained from scratch at
+    `image_size` <= 64 px, where the ImageNet stem's 4x downsampling leaves too few positions; imagenet otherwise
+    and with --pretrained weights, which were trained with it; starting from `pretrained_path`, the stem that
+    checkpoint of this toolkit was trained with (imagenet for other weights files and older checkpoints).
+    'auto' stays 'auto' while the image size is unknown (0). An explicit 'small' that the model or the weights
+    cannot take is one UserError line."""
+    from .layers.stem import STEMS
+    stem, name = config.check_choice('stem', stem, STEMS), canonical_name(name)
+    published = str(pretrained).lower() != 'none'
+    if stem == 'auto':
+        if published:
+            return 'imagenet'
+        if pretrained_path:
+            from utils.checkpoint import stored_settings
+            return str(stored_settings(pretrained_path).get('stem', config.LEGACY['stem']))
+        if not image_size:
+            return 'auto'  # decided once the image size is known
+        return 'small' if has_small_stem(name) and image_size <= SMALL_STEM_MAX_SIZE else 'imagenet'
+    if stem == 'small' and not has_small_stem(name):
+        raise config.UserError(f'--stem=small works with the ResNet family, AlexNet and SqueezeNet, not {name}; '
+                               f'use --stem=imagenet')
+    if stem == 'small' and published:
+        raise config.UserError(f'--pretrained={pretrained} weights were trained with the ImageNet stem; use '
+                               f'--stem=imagenet (or auto)')
+    return stem
+
+
+def parameter_count(name, num_classes, attention='none', stem='imagenet'):
     """Parameters and buffers of the model `build` makes, counted on the meta device: no memory, no weights."""
     import torch
     with torch.device('meta'):
-        model = build(name, num_classes, attention=attention)
+        model = build(name, num_classes, attention=attention, stem=stem)
     return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
 
 
 def build(name, num_classes, pretrained_path='', attention='none', freeze_backbone=False, pretrained='none',
-          **kwargs):
+          stem='imagenet', image_size=0, **kwargs):
     """A randomly initialised model with `num_classes` outputs, or one started from a local weights file
     (`pretrained_path`) or from published weights (`pretrained`: imagenet | timm/<model>.<tag>, see
     models/pretrained.py); `attention` (se | cbam | auto, see `resolve_attention`) is added to every residual
     block of the ResNet family -- starting as the identity on published weights, so that it does not disturb
-    them -- and `freeze_backbone` leaves only the final layer trainable."""
+    them --, `stem` (imagenet | small | auto at `image_size`, see `resolve_stem`) is the form of the first layers,
+    and `freeze_backbone` leaves only the final layer trainable."""
     from . import pretrained as published
     name = canonical_name(name)
     attention = resolve_attention(name, attention, pretrained_path, pretrained)
+    stem = resolve_stem(name, stem, image_size, pretrained_path, pretrained)
+    if stem == 'auto':
+        raise ValueError('stem auto needs the image size: give image_size, or a resolved stem')
     weights = published.find(name, pretrained)
     if timm_name(name) is not None:
         from .timm_models import timm_model
-        model = timm_model(num_classes=num_classes, name=timm_name(name), weights=weights, **kwargs)
+        model = timm_model(num_classes=num_classes, name=timm_name(name), weights=weights, stem=stem, **kwargs)
     else:
         module, builder = MODELS[name].split(':')
-        model = getattr(importlib.import_module(module), builder)(num_classes=num_classes, **kwargs)
+        model = getattr(importlib.import_module(module), builder)(num_classes=num_classes, stem=stem, **kwargs)
     model.model_name = name
     if attention != 'none':
         from .layers.attention import add_attention

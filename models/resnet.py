@@ -3,6 +3,7 @@ import torch
 from torchvision.models import resnet34 as tv_resnet34, resnet101 as tv_resnet101
 
 from .basic_module import BasicModule
+from .layers.stem import small_resnet_stem
 
 
 class ResNet(BasicModule):
@@ -13,9 +14,14 @@ class ResNet(BasicModule):
         return torch.flatten(n.avgpool(x), 1)
 
 
-def resnet34(num_classes, **kwargs):
-    return ResNet(tv_resnet34(weights=None, num_classes=num_classes, **kwargs), num_classes)
+def with_stem(net, stem):
+    """`net` as built (stem 'imagenet') or with the small-image stem ('small', models/layers/stem.py)."""
+    return small_resnet_stem(net) if stem == 'small' else net
 
 
-def resnet101(num_classes, **kwargs):
-    return ResNet(tv_resnet101(weights=None, num_classes=num_classes, **kwargs), num_classes)
+def resnet34(num_classes, stem='imagenet', **kwargs):
+    return ResNet(with_stem(tv_resnet34(weights=None, num_classes=num_classes, **kwargs), stem), num_classes)
+
+
+def resnet101(num_classes, stem='imagenet', **kwargs):
+    return ResNet(with_stem(tv_resnet101(weights=None, num_classes=num_classes, **kwargs), stem), num_classes)

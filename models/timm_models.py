@@ -6,6 +6,14 @@ import timm
 import torch
 
 from .basic_module import BasicModule
+from .layers.stem import small_resnet_stem
+
+SMALL_STEM_MODULES = ('resnet', 'resnest')  # timm's modules whose models have a ResNet stem (conv1, maxpool)
+
+
+def has_small_stem(name):
+    """True when timm's model `name` is ResNet-like, so that stem 'small' applies (models/layers/stem.py)."""
+    return timm.models.is_model_in_modules(name, SMALL_STEM_MODULES)
 
 
 class TimmModel(BasicModule):
@@ -19,11 +27,13 @@ class TimmModel(BasicModule):
         return torch.flatten(self.net.forward_head(self.net.forward_features(x), pre_logits=True), 1)
 
 
-def timm_model(num_classes, name, weights=None, **kwargs):
-    """timm's `name` with `num_classes` outputs; with `weights` (models.pretrained.Weights) timm loads that file
-    itself (`pretrained=True`: its own key filters, the classifier reset for another class count)."""
+def timm_model(num_classes, name, weights=None, stem='imagenet', **kwargs):
+    """timm's `name` with `num_classes` outputs, with the small-image stem for `stem` 'small' (ResNet-like models,
+    `has_small_stem`); with `weights` (models.pretrained.Weights) timm loads that file itself (`pretrained=True`:
+    its own key filters, the classifier reset for another class count)."""
     if weights is None:
-        return TimmModel(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), num_classes)
+        net = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        return TimmModel(small_resnet_stem(net) if stem == 'small' else net, num_classes)
     from .pretrained import ensure
     net = timm.create_model(weights.name[len('timm/'):], pretrained=True, num_classes=num_classes,
                             pretrained_cfg_overlay={'file': ensure(weights)}, **kwargs)

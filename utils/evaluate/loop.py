@@ -289,7 +289,7 @@ def load_for_eval(cfg):
         print(f'note: {cfg.load_path} holds a {ckpt["model_name"]} model; that one is used, not --model={cfg.model}')
         eval_cfg.model = ckpt['model_name']
     eval_cfg.cache = 'none'  # one pass over the images: a cache would decode them (and the training set) first
-    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention)
+    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention, stem=eval_cfg.stem)
     eval_cfg.norm_stats = ckpt.get('normalization')
     model.load_state_dict(ckpt['model'])
     device = select_device(eval_cfg)

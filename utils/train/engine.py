@@ -88,7 +88,7 @@ def make_run_dir(cfg):
 def open_run_dir(cfg, resume, num_classes):
     """The run directory once it is known to have room for the checkpoints: a new one, or for --resume the run's
     own, first made consistent with the last.pth it resumes from (repair_run)."""
-    size = estimated_size(models.parameter_count(cfg.model, num_classes, cfg.attention), cfg.ema)
+    size = estimated_size(models.parameter_count(cfg.model, num_classes, cfg.attention, cfg.stem), cfg.ema)
     if resume is None:
         check_room(cfg.checkpoint_dir, 3 * size)  # last.pth, best_model.pth, the next save's temporary
         return make_run_dir(cfg)
@@ -152,6 +152,8 @@ def fit(cfg, find_lr_only=False):
     if (cfg.lr == 'auto' or find_lr_only) and distributed.launched():  # its stop on divergence is per process
         raise config.UserError('lr_find runs in one process: run `python main.py lr_find` (or train --lr=auto) '
                                'without torchrun, then give torchrun the suggested --lr')
+    # an explicit stem the model or the weights cannot take stops here; auto waits for the image size
+    cfg.stem = models.resolve_stem(cfg.model, cfg.stem, cfg.image_size, cfg.pretrained_path, cfg.pretrained)
     ddp = distributed.setup(cfg)
     if resume is None:
         distributed.main_first(ddp, pretrained.prepare, cfg)  # finds (or fetches) the weights, records them
@@ -160,6 +162,7 @@ def fit(cfg, find_lr_only=False):
     cfg.attention = models.resolve_attention(cfg.model, cfg.attention, cfg.pretrained_path, cfg.pretrained)
     cfg.normalize = transforms.normalize_name(cfg)
     train_set, val_set = loaders.build_train_val(cfg)
+    cfg.stem = models.resolve_stem(cfg.model, cfg.stem, cfg.image_size, cfg.pretrained_path, cfg.pretrained)
     classes = train_set.classes
     if resume is not None:
         check_compatible(resume, cfg.model, len(classes), cfg.resume, classes)
@@ -172,7 +175,7 @@ def fit(cfg, find_lr_only=False):
           f'{cfg.image_size} px; run directory {run_dir}')
 
     model = models.build(cfg.model, len(classes), pretrained_path='' if resume else cfg.pretrained_path,
-                         attention=cfg.attention, freeze_backbone=cfg.freeze_backbone,
+                         attention=cfg.attention, stem=cfg.stem, freeze_backbone=cfg.freeze_backbone,
                          pretrained='none' if resume else cfg.pretrained)
     if resume is not None:
         model.load_state_dict(resume['model'])  # before the optimizer: a gated attention's gates appear here

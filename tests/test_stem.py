@@ -1,0 +1,133 @@
+"""--stem: the ImageNet and the small-image forms of each model family, the auto rule, and the stem stored in the
+checkpoint so that evaluation and resume rebuild the model that was trained."""
+import json
+import os
+
+import pytest
+import torch
+
+import config
+import models
+from conftest import FAST
+from utils.train import engine
+from utils.evaluate import loop
+
+FAMILIES = ['AlexNet', 'SqueezeNet', 'ResNet34', 'ResNet101', 'ResNeSt50', 'SE-ResNeXt50_32x4d', 'timm/resnet18d']
+# side of the last feature map (before the global pooling) for (stem, input side): the small stem keeps 4x the
+# positions of the ImageNet one, so that a 32 px image still has 4x4 of them, as the CIFAR ResNets do
+LAST_SIDE = {('imagenet', 32): 1, ('small', 32): 4, ('imagenet', 224): 7, ('small', 224): 28}
+
+
+def last_feature_map(name, stem, side):
+    """(shape of the last feature map, shape of the output) of a 2-image batch, computed on the meta device."""
+    with torch.device('meta'):
+        model = models.build(name, 10, stem=stem)
+        last = model.net.features if hasattr(model.net, 'features') else model.net.layer4
+        seen = {}
+        last.register_forward_hook(lambda module, inputs, output: seen.update(shape=tuple(output.shape)))
+        out = model(torch.zeros(2, 3, side, side))
+    return seen['shape'], tuple(out.shape)
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+@pytest.mark.parametrize('stem, side', list(LAST_SIDE))
+def test_each_family_keeps_four_times_the_positions_with_the_small_stem(name, stem, side):
+    features, out = last_feature_map(name, stem, side)
+    expected = 13 if (name, stem, side) == ('SqueezeNet', 'imagenet', 224) else LAST_SIDE[stem, side]
+    assert features[2:] == (expected, expected) and out == (2, 10)
+
+
+def test_the_small_stem_is_a_3x3_stride_1_convolution_without_max_pool():
+    for name in ('ResNet34', 'timm/resnet18'):
+        net = models.build(name, 10, stem='small').net
+        assert (net.conv1.kernel_size, net.conv1.stride) == ((3, 3), (1, 1))
+        assert isinstance(net.maxpool, torch.nn.Identity)
+    deep = models.build('ResNeSt50', 10, stem='small').net  # its deep stem starts with a 3x3 convolution already
+    assert (deep.conv1[0].kernel_size, deep.conv1[0].stride) == ((3, 3), (1, 1))
+    for name in ('AlexNet', 'SqueezeNet'):  # plain networks: the small form also normalises every convolution
+        features = models.build(name, 10, stem='small').net.features
+        assert (_first_conv(features).kernel_size, _first_conv(features).stride) == ((3, 3), (1, 1))
+        convs = [m for m in features.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in features.modules()) > 0
+
+
+def test_auto_is_small_from_scratch_up_to_64_px_and_imagenet_above_or_on_published_weights():
+    assert [models.resolve_stem('ResNet34', 'auto', side) for side in (32, 64, 96, 224)] == \
+        ['small', 'small', 'imagenet', 'imagenet']
+    assert models.resolve_stem('SqueezeNet', 'auto', 32) == 'small'
+    assert models.resolve_stem('timm/resnet18', 'auto', 32) == 'small'
+    assert models.resolve_stem('ResNet34', 'auto', 32, pretrained='imagenet') == 'imagenet'
+    assert models.resolve_stem('EfficientNet-B0', 'auto', 32) == 'imagenet'  # it has no small form
+    assert models.resolve_stem('ResNet34', 'auto', 0) == 'auto'  # decided once the image size is known
+    assert models.resolve_stem('ResNet34', 'imagenet', 32) == 'imagenet'
+
+
+def test_auto_from_a_weights_file_takes_its_stem(tmp_path):
+    plain = str(tmp_path / 'torchvision_resnet34.pth')  # weights from elsewhere: a bare state_dict, ImageNet stem
+    torch.save(models.build('ResNet34', 10).net.state_dict(), plain)
+    assert models.resolve_stem('ResNet34', 'auto', 32, pretrained_path=plain) == 'imagenet'
+    ours = str(tmp_path / 'small.pth')
+    torch.save({'model': {}, 'config': {'stem': 'small'}}, ours)
+    assert models.resolve_stem('ResNet34', 'auto', 224, pretrained_path=ours) == 'small'
+
+
+def test_a_small_stem_the_model_or_the_weights_cannot_take_is_one_line():
+    with pytest.raises(config.UserError, match=r'^--stem=small works with the ResNet family, AlexNet and '
+                                               r'SqueezeNet, not EfficientNet-B0; use --stem=imagenet$'):
+        models.resolve_stem('EfficientNet-B0', 'small', 32)
+    with pytest.raises(config.UserError, match=r'trained with the ImageNet stem; use --stem=imagenet'):
+        models.resolve_stem('ResNet34', 'small', 32, pretrained='imagenet')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--stem=bogus'], "error: unknown --stem='bogus'; choose one of: auto, imagenet, small"),
+    (['--stem=small', '--model=EfficientNet-B0'], 'error: --stem=small works with the ResNet family, AlexNet and '
+                                                  'SqueezeNet, not EfficientNet-B0; use --stem=imagenet'),
+])
+def test_a_bad_stem_stops_with_one_line_before_anything_is_written(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no data here: a late check would first write the digits demo
+    import main
+    assert main.main(['train', *args, '--vis=false']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _fit(tmp_path, data, name, **kw):
+    settings = {**FAST, 'stem': 'auto', 'html_report': False, **kw}
+    return engine.fit(config.parse(train_data_root=str(data), checkpoint_dir=str(tmp_path), run_name=name,
+                                   **settings))
+
+
+def _first_conv(module):
+    return next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_the_resolved_stem_is_stored_and_rebuilt_by_evaluation_and_resume(tiny_data, tmp_path):
+    run = _fit(tmp_path, tiny_data / 'train', 'auto32')  # SqueezeNet from scratch at 32 px: auto -> small
+    assert json.load(open(os.path.join(run, 'config.json')))['stem'] == 'small'
+    best = os.path.join(run, 'best_model.pth')
+    assert torch.load(best, weights_only=True)['config']['stem'] == 'small'
+    # a --stem given to evaluation cannot change the architecture of the weights
+    for extra in ({}, {'stem': 'imagenet'}):
+        model, cfg, ckpt, _ = loop.load_for_eval(config.parse(load_path=best, num_workers=0, **extra))
+        assert cfg.stem == 'small' and _first_conv(model.net).stride == (1, 1)
+    result = loop.evaluate_checkpoint(config.parse(load_path=best, num_workers=0, vis=False), 'val')
+    assert result['top1'] == pytest.approx(ckpt['best_metric'])
+    resumed = engine.fit(config.parse(resume=os.path.join(run, 'last.pth'), max_epoch=2, stem='imagenet'))
+    last = torch.load(os.path.join(resumed, 'last.pth'), weights_only=True)
+    assert (last['epoch'], last['config']['stem']) == (1, 'small')
+
+
+def test_a_checkpoint_written_before_the_stem_setting_loads_and_resumes_as_imagenet(tiny_data, tmp_path):
+    run = _fit(tmp_path, tiny_data / 'train', 'old', stem='imagenet')
+    for name in ('best_model.pth', 'last.pth'):  # as a checkpoint of an earlier version: no 'stem' key
+        path = os.path.join(run, name)
+        state = torch.load(path, weights_only=True)
+        del state['config']['stem']
+        torch.save(state, path)
+    model, cfg, _, _ = loop.load_for_eval(config.parse(load_path=os.path.join(run, 'best_model.pth'),
+                                                         num_workers=0))
+    assert cfg.stem == 'imagenet' and _first_conv(model.net).stride == (2, 2)
+    resumed = engine.fit(config.parse(resume=os.path.join(run, 'last.pth'), max_epoch=2))
+    assert torch.load(os.path.join(resumed, 'last.pth'), weights_only=True)['config']['stem'] == 'imagenet'
