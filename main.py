@@ -46,7 +46,7 @@ def train(**kwargs):
 
 def lr_find(**kwargs):
     """Learning-rate range test: a short exponential lr sweep on the training data; prints the suggested --lr."""
-    from utils import engine
+    from utils.train import engine
     engine.fit(config.parse(**kwargs), find_lr_only=True)
 
 

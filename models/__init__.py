@@ -60,7 +60,7 @@ def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
         if published:
             return 'imagenet'
         if pretrained_path:
-            from utils.checkpoint import stored_settings
+            from utils.io import stored_settings
             return str(stored_settings(pretrained_path).get('stem', config.LEGACY['stem']))
         if not image_size:
             return 'auto'  # decided once the image size is known
