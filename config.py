@@ -337,23 +337,55 @@ def flag(name):
 
 
 def parse(**kwargs):
-    """DefaultConfig with the given overrides applied; unknown keys and ill-typed values raise ConfigError."""
-    cfg = DefaultConfig()
+    """DefaultConfig with the given overrides applied; unknown keys and ill-typed values raise ConfigError.
+    `config=FILE` first applies the settings of a JSON file (a run's config.json, tune's best_config.json) with the
+    same checks; the other overrides go on top of it."""
+    cfg, layers = DefaultConfig(), [('', kwargs)]
+    if 'config' in kwargs:
+        path, rest = kwargs['config'], {k: v for k, v in kwargs.items() if k != 'config'}
+        layers = [(path, read_settings(path)), ('', rest)]
+    given = set()
+    for source, values in layers:
+        try:
+            given |= apply(cfg, values)
+        except ConfigError as e:
+            raise ConfigError(f'--config={source}: {e}' if source else str(e)) from None
+    check(cfg)
+    cfg.given = given  # what the user set; the rest may come from a checkpoint
+    return cfg
+
+
+def apply(cfg, values):
+    """Set `values` ({setting: value}) on cfg, each coerced to its setting's type; returns the names set."""
     types = {name: kind for name, _, kind, _, _ in settings()}
     items = {name: type(default[0]) for name, default, kind, _, _ in settings() if kind is list and default}
-    for key, value in kwargs.items():
+    for key, value in values.items():
         name = key.replace('-', '_')
         if name not in types:
             guess = closest(name, list(types))
             hint = f'; did you mean --{flag(guess)}?' if guess else '; `python main.py help` lists the settings'
             raise ConfigError(f'unknown setting --{flag(name)}{hint}')
         setattr(cfg, name, coerce(name, value, types[name], items.get(name, str)))
-    given = {key.replace('-', '_') for key in kwargs}
-    if 'cutmix_prob' in given and 'mixup_prob' not in given:
-        cfg.mixup_prob = 0.0  # the default mixing is Mixup; asking for CutMix replaces it
-    check(cfg)
-    cfg.given = given  # what the user set; the rest may come from a checkpoint
-    return cfg
+    names = {key.replace('-', '_') for key in values}
+    if 'cutmix_prob' in names and 'mixup_prob' not in names:
+        cfg.mixup_prob = 0.0  # the default mixing is Mixup; asking for CutMix (here) replaces it
+    return names
+
+
+def read_settings(path):
+    """{setting: value} from the JSON file `path`, without the record of published weights that a run's
+    config.json keeps beside its settings (each run finds its weights again)."""
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except OSError as e:
+        raise ConfigError(f'--config={path}: cannot read it ({e.strerror})') from None
+    except ValueError as e:
+        raise ConfigError(f'--config={path} is not valid JSON ({e})') from None
+    if not isinstance(values, dict):
+        raise ConfigError(f'--config={path} must hold one JSON object of settings, e.g. {{"lr": 0.002}}')
+    values.pop('pretrained_weights', None)
+    return values
 
 
 def check(cfg):

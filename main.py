@@ -178,7 +178,8 @@ def help(**kwargs):
     for name in COMMANDS:
         lines.append(f'  {name:<11} {COMMANDS[name].__doc__.splitlines()[0]}')
         lines.append(f'  {"":<11}   e.g. {EXAMPLES[name]}')
-    lines += ['', 'settings (--name=value; booleans also --name / --noname):']
+    lines += ['', 'settings (--name=value; booleans also --name / --noname; --config=FILE reads them from a JSON file '
+                  'such as a run\'s config.json, the command line on top):']
     groups, choices = {}, config.choices()  # each group once, in the order it first appears
     for name, default, kind, text, grp in config.settings():
         what = 'one of: ' + ' | '.join(choices[name]) if name in choices else kind.__name__
@@ -197,7 +198,7 @@ COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'predict': pre
 def quote_values(argv):
     """Hand every --name=value to fire as a string literal, so config.parse coerces it by the setting's type:
     otherwise fire turns --env=0701 into the int 701."""
-    kinds = {name: kind for name, _, kind, _, _ in config.settings()}
+    kinds = {name: kind for name, _, kind, _, _ in config.settings()} | {'config': str}
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]
