@@ -231,6 +231,21 @@ class DefaultConfig:
     # --- export
     format: str = opt('all', 'export: onnx | torchscript | all', 'export', choices=('onnx', 'torchscript', 'all'))
     no_verify: bool = opt(False, 'export: skip the parity check against the PyTorch model', 'export')
+    # --- tune: the recipe search (docs/tune.md)
+    search_space: str = opt('quick', 'tune: what is searched: quick (lr, weight decay, epochs, flips, augmentation) '
+                            '| tricks (quick + jitter, erasing, mixing, sampler, loss, stem) | full (tricks + the '
+                            'model); settings given on the command line stay fixed', 'tune',
+                            choices=('quick', 'tricks', 'full'))
+    n_trials: int = opt(20, 'tune: trials this process runs (0 = as many as --timeout allows)', 'tune')
+    timeout: int = opt(0, 'tune: wall budget in seconds: no trial starts after it (0 = none)', 'tune')
+    storage: str = opt('', 'tune: Optuna storage the study lives in, shared by processes and machines '
+                       '(sqlite:///study.db, postgresql://...); empty = study.db in the tune run directory', 'tune')
+    study_name: str = opt('tune', 'tune: the study in --storage; processes with the same name share it', 'tune')
+    pruner: str = opt('median', 'tune: stops unpromising trials from their validation accuracy at the same share of '
+                      'their schedule: median (Optuna MedianPruner) | halving (SuccessiveHalvingPruner) | none',
+                      'tune', choices=('median', 'halving', 'none'))
+    prune_below: float = opt(0.0, 'tune: also stop a trial whose best validation accuracy is below this once 30 % of '
+                             'its epochs are done (0 = off)', 'tune')
 
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint), with the record of the published weights a
@@ -394,6 +409,11 @@ def check(cfg):
         setattr(cfg, name, check_choice(name, getattr(cfg, name), allowed))
     if not 0 < cfg.val_ratio < 1:
         raise ConfigError(f'--val-ratio must be between 0 and 1, got {cfg.val_ratio}')
+    for name in ('n_trials', 'timeout'):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f'--{flag(name)} must be 0 or more, got {getattr(cfg, name)}')
+    if not cfg.n_trials and not cfg.timeout:
+        raise ConfigError('--n-trials=0 runs trials until --timeout: give --timeout=SECONDS too')
     for name in ('batch_size', 'max_epoch', 'print_freq', 'accum_steps', 'ranger_k'):
         if getattr(cfg, name) < 1:
             raise ConfigError(f'--{flag(name)} must be at least 1, got {getattr(cfg, name)}')

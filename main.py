@@ -29,6 +29,8 @@ EXAMPLES = {
     'split': 'python main.py split --train-data-root=data/train --val-ratio=0.15',
     'pseudo': 'python main.py pseudo --load-path=checkpoints/<run>/best_model.pth --unlabeled-root=external/',
     'hard': 'python main.py hard --load-path=checkpoints/<run>/best_model.pth',
+    'tune': 'python main.py tune --n-trials=20 --timeout=3600   (then: python main.py train '
+            '--config=checkpoints/<tune>/best_config.json)',
     'help': 'python main.py help',
     'dashboard': 'python main.py dashboard --port=8097',
     'replay': 'python main.py replay --run=checkpoints/<run> --env=classifier',
@@ -130,6 +132,12 @@ def hard(**kwargs):
     examples.find(config.parse(**kwargs))
 
 
+def tune(**kwargs):
+    """Search the training recipe on the validation split with Optuna; writes best_config.json for train --config."""
+    from utils.train import tune as search
+    search.run(config.parse(**kwargs))
+
+
 def data_root(kwargs):
     """(config, the folder analyze and clean work on): --data-root, else the folder above the data roots."""
     from data import loaders
@@ -192,7 +200,7 @@ def help(**kwargs):
 COMMANDS = {'train': train, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
             'export': export, 'ensemble': ensemble, 'analyze': analyze, 'clean': clean, 'split': split,
             'pseudo': pseudo, 'hard': hard, 'dashboard': dashboard, 'replay': replay, 'report': report,
-            'explain': explain, 'help': help}
+            'explain': explain, 'tune': tune, 'help': help}
 
 
 def quote_values(argv):
