@@ -244,6 +244,21 @@ class DefaultConfig:
     # --- export
     format: str = opt('all', 'export: onnx | torchscript | all', 'export', choices=('onnx', 'torchscript', 'all'))
     no_verify: bool = opt(False, 'export: skip the parity check against the PyTorch model', 'export')
+    # --- tune: the recipe search (docs/tune.md)
+    search_space: str = opt('quick', 'tune: what is searched: quick (lr, weight decay, epochs, flips, augmentation) '
+                            '| tricks (quick + jitter, erasing, mixing, sampler, loss, stem) | full (tricks + the '
+                            'model); settings given on the command line stay fixed', 'tune',
+                            choices=('quick', 'tricks', 'full'))
+    n_trials: int = opt(20, 'tune: trials this process runs (0 = as many as --timeout allows)', 'tune')
+    timeout: int = opt(0, 'tune: wall budget in seconds: no trial starts after it (0 = none)', 'tune')
+    storage: str = opt('', 'tune: Optuna storage the study lives in, shared by processes and machines '
+                       '(sqlite:///study.db, postgresql://...); empty = study.db in the tune run directory', 'tune')
+    study_name: str = opt('tune', 'tune: the study in --storage; processes with the same name share it', 'tune')
+    pruner: str = opt('median', 'tune: stops unpromising trials from their validation accuracy at the same share of '
+                      'their schedule: median (Optuna MedianPruner) | halving (SuccessiveHalvingPruner) | none',
+                      'tune', choices=('median', 'halving', 'none'))
+    prune_below: float = opt(0.0, 'tune: also stop a trial whose best validation accuracy is below this once 30 % of '
+                             'its epochs are done (0 = off)', 'tune')
 
     def to_dict(self):
         """The settings as a plain dict (safe to store in a checkpoint), with the record of the published weights a
@@ -356,12 +371,30 @@ def flag(name):
 
 
 def parse(**kwargs):
-    """DefaultConfig with the given overrides applied; unknown keys and ill-typed values raise ConfigError."""
-    cfg = DefaultConfig()
+    """DefaultConfig with the given overrides applied; unknown keys and ill-typed values raise ConfigError.
+    `config=FILE` first applies the settings of a JSON file (a run's config.json, tune's best_config.json) with the
+    same checks; the other overrides go on top of it."""
+    cfg, layers = DefaultConfig(), [('', kwargs)]
+    if 'config' in kwargs:
+        path, rest = kwargs['config'], {k: v for k, v in kwargs.items() if k != 'config'}
+        layers = [(path, read_settings(path)), ('', rest)]
+    given = set()
+    for source, values in layers:
+        try:
+            given |= apply(cfg, values)
+        except ConfigError as e:
+            raise ConfigError(f'--config={source}: {e}' if source else str(e)) from None
+    check(cfg)
+    cfg.given = given  # what the user set; the rest may come from a checkpoint
+    return cfg
+
+
+def apply(cfg, values):
+    """Set `values` ({setting: value}) on cfg, each coerced to its setting's type; returns the names set."""
     types = {name: kind for name, _, kind, _, _ in settings()}
     items = {name: type(default[0]) for name, default, kind, _, _ in settings() if kind is list and default}
     auto = takes_auto()
-    for key, value in kwargs.items():
+    for key, value in values.items():
         name = key.replace('-', '_')
         if name not in types:
             guess = closest(name, list(types))
@@ -376,12 +409,26 @@ def parse(**kwargs):
             if name not in auto:
                 raise
             raise ConfigError(f'--{flag(name)}={value!r} is not a valid {types[name].__name__} or auto') from None
-    given = {key.replace('-', '_') for key in kwargs}
-    if 'cutmix_prob' in given and 'mixup_prob' not in given:
-        cfg.mixup_prob = 0.0  # the default mixing is Mixup; asking for CutMix replaces it
-    check(cfg)
-    cfg.given = given  # what the user set; the rest may come from a checkpoint
-    return cfg
+    names = {key.replace('-', '_') for key in values}
+    if 'cutmix_prob' in names and 'mixup_prob' not in names:
+        cfg.mixup_prob = 0.0  # the default mixing is Mixup; asking for CutMix (here) replaces it
+    return names
+
+
+def read_settings(path):
+    """{setting: value} from the JSON file `path`, without the record of published weights that a run's
+    config.json keeps beside its settings (each run finds its weights again)."""
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except OSError as e:
+        raise ConfigError(f'--config={path}: cannot read it ({e.strerror})') from None
+    except ValueError as e:
+        raise ConfigError(f'--config={path} is not valid JSON ({e})') from None
+    if not isinstance(values, dict):
+        raise ConfigError(f'--config={path} must hold one JSON object of settings, e.g. {{"lr": 0.002}}')
+    values.pop('pretrained_weights', None)
+    return values
 
 
 def check(cfg):
@@ -396,6 +443,11 @@ def check(cfg):
     if cfg.lr == 'auto' and cfg.resume:
         raise ConfigError('--lr=auto finds the learning rate before a run starts; a resumed run keeps its own '
                           '(drop --lr, or give a number)')
+    for name in ('n_trials', 'timeout'):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f'--{flag(name)} must be 0 or more, got {getattr(cfg, name)}')
+    if not cfg.n_trials and not cfg.timeout:
+        raise ConfigError('--n-trials=0 runs trials until --timeout: give --timeout=SECONDS too')
     for name in ('batch_size', 'max_epoch', 'print_freq', 'accum_steps', 'ranger_k'):
         if getattr(cfg, name) < 1:
             raise ConfigError(f'--{flag(name)} must be at least 1, got {getattr(cfg, name)}')

@@ -30,6 +30,8 @@ EXAMPLES = {
     'split': 'python main.py split --train-data-root=data/train --val-ratio=0.15',
     'pseudo': 'python main.py pseudo --load-path=checkpoints/<run>/best_model.pth --unlabeled-root=external/',
     'hard': 'python main.py hard --load-path=checkpoints/<run>/best_model.pth',
+    'tune': 'python main.py tune --n-trials=20 --timeout=3600   (then: python main.py train '
+            '--config=checkpoints/<tune>/best_config.json)',
     'help': 'python main.py help',
     'dashboard': 'python main.py dashboard --port=8097',
     'replay': 'python main.py replay --run=checkpoints/<run> --env=classifier',
@@ -137,6 +139,12 @@ def hard(**kwargs):
     examples.find(config.parse(**kwargs))
 
 
+def tune(**kwargs):
+    """Search the training recipe on the validation split with Optuna; writes best_config.json for train --config."""
+    from utils.train import tune as search
+    search.run(config.parse(**kwargs))
+
+
 def data_root(kwargs):
     """(config, the folder analyze and clean work on): --data-root, else the folder above the data roots."""
     from data import loaders
@@ -185,7 +193,8 @@ def help(**kwargs):
     for name in COMMANDS:
         lines.append(f'  {name:<11} {COMMANDS[name].__doc__.splitlines()[0]}')
         lines.append(f'  {"":<11}   e.g. {EXAMPLES[name]}')
-    lines += ['', 'settings (--name=value; booleans also --name / --noname):']
+    lines += ['', 'settings (--name=value; booleans also --name / --noname; --config=FILE reads them from a JSON file '
+                  'such as a run\'s config.json, the command line on top):']
     groups, choices, auto = {}, config.choices(), config.takes_auto()  # each group once, in order of appearance
     for name, default, kind, text, grp in config.settings():
         what = ' | '.join(choices[name]) if name in choices else kind.__name__ + ' or auto' * (name in auto)
@@ -199,13 +208,13 @@ def help(**kwargs):
 COMMANDS = {'train': train, 'lr_find': lr_find, 'val': val, 'testforacc': testforacc, 'predict': predict, 'svm': svm,
             'export': export, 'ensemble': ensemble, 'analyze': analyze, 'clean': clean, 'split': split,
             'pseudo': pseudo, 'hard': hard, 'dashboard': dashboard, 'replay': replay, 'report': report,
-            'explain': explain, 'help': help}
+            'explain': explain, 'tune': tune, 'help': help}
 
 
 def quote_values(argv):
     """Hand every --name=value to fire as a string literal, so config.parse coerces it by the setting's type:
     otherwise fire turns --env=0701 into the int 701."""
-    kinds = {name: kind for name, _, kind, _, _ in config.settings()}
+    kinds = {name: kind for name, _, kind, _, _ in config.settings()} | {'config': str}
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]

@@ -1,5 +1,6 @@
 import ast
 import glob
+import json
 import os
 
 import pytest
@@ -140,3 +141,53 @@ def test_help_lists_the_choices_of_every_enumerated_setting(capsys):
     for name, allowed in config.choices().items():
         line = next(line for line in lines if line.startswith(f'    --{config.flag(name)}='))
         assert f'(one of: {" | ".join(allowed)})' in line, line
+
+
+def test_a_runs_config_json_reruns_to_the_same_effective_config(tiny_data, tmp_path):
+    from conftest import FAST
+    from utils import engine
+    first = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path),
+                                    run_name='a', lr=0.01, hflip=True, augment='affine', cutmix_prob=0.3,
+                                    html_report=False, **FAST))
+    again = engine.fit(config.parse(config=os.path.join(first, 'config.json'), run_name='b'))
+    a, b = (json.load(open(os.path.join(d, 'config.json'))) for d in (first, again))
+    assert {k for k in a if a[k] != b[k]} == {'run_name'} and a.keys() == b.keys()
+    assert b['mixup_prob'] == 0.0 and b['cutmix_prob'] == 0.3
+
+
+def settings_file(tmp_path, values):
+    path = tmp_path / 'settings.json'
+    path.write_text(values if isinstance(values, str) else json.dumps(values))
+    return str(path)
+
+
+@pytest.mark.parametrize('values, message', [
+    ({'lr_rate': 0.1}, r'settings.json: unknown setting --lr-rate; did you mean --lr\?'),
+    ({'batch_size': 'many'}, r"settings.json: --batch-size='many' is not a valid int"),
+    ({'max_epoch': 2.5}, r'settings.json: --max-epoch=2.5 is not a valid int'),
+    ({'loss': 'focal'}, r"unknown --loss='focal'; choose one of: ce, label_smooth, joint"),
+    ({'val_ratio': 2}, r'--val-ratio must be between 0 and 1'),
+    ('{"lr": 0.1,', r'settings.json is not valid JSON'),
+    ('[0.1]', r'settings.json must hold one JSON object of settings'),
+])
+def test_a_settings_file_gets_the_checks_of_the_command_line(tmp_path, values, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(config=settings_file(tmp_path, values))
+
+
+def test_the_command_line_wins_over_the_settings_file(tmp_path):
+    path = settings_file(tmp_path, {'lr': 0.1, 'batch_size': 16, 'mixup_prob': 0.5, 'pretrained_weights': {'x': 1}})
+    cfg = config.parse(config=path, lr='0.2', cutmix_prob='0.4')
+    assert (cfg.lr, cfg.batch_size, cfg.cutmix_prob, cfg.mixup_prob) == (0.2, 16, 0.4, 0.0)
+    assert {'lr', 'batch_size', 'mixup_prob', 'cutmix_prob'} <= cfg.given
+    assert config.parse(config=path).mixup_prob == 0.5
+
+
+def test_a_bad_settings_file_is_one_line_before_any_file(tmp_path):
+    path = settings_file(tmp_path, {'bach_size': 8})
+    done = run_cli('train', f'--config={path}', f'--checkpoint-dir={tmp_path / "ck"}')
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f'error: --config={path}: unknown setting --bach-size; did you mean --batch-size?'
+    assert not (tmp_path / 'ck').exists()
+    missing = run_cli('train', f'--config={tmp_path / "none.json"}')
+    assert missing.stderr.strip().startswith('error: --config=') and 'cannot read it' in missing.stderr

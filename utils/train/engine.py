@@ -59,10 +59,10 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
     return {'loss': loss, 'acc': acc, 'images': running.seen, 'seconds': time.time() - start}
 
 
-def make_run_dir(cfg):
+def make_run_dir(cfg, prefix=None):
     """A new run directory under cfg.checkpoint_dir that no other run uses: --run-name (refused when it holds files),
-    else <model>-<date>-<time>, with -2, -3, ... when runs start in the same second. os.mkdir is atomic, so of two
-    processes that race for one name, one gets it and the other the next."""
+    else <prefix, default the model>-<date>-<time>, with -2, -3, ... when runs start in the same second. os.mkdir
+    is atomic, so of two processes that race for one name, one gets it and the other the next."""
     if cfg.run_name:
         run_dir = os.path.join(cfg.checkpoint_dir, cfg.run_name)
         os.makedirs(os.path.dirname(run_dir), exist_ok=True)
@@ -75,7 +75,8 @@ def make_run_dir(cfg):
                 raise config.UserError(f'{run_dir} already holds another run; {hint}give a new --run-name') from None
         return run_dir
     os.makedirs(cfg.checkpoint_dir, exist_ok=True)
-    base = os.path.join(cfg.checkpoint_dir, f'{cfg.model.lower().replace("/", "-")}-{time.strftime("%Y%m%d-%H%M%S")}')
+    prefix = prefix or cfg.model.lower().replace("/", "-")
+    base = os.path.join(cfg.checkpoint_dir, f'{prefix}-{time.strftime("%Y%m%d-%H%M%S")}')
     for n in itertools.count(1):
         run_dir = base if n == 1 else f'{base}-{n}'
         try:
@@ -142,9 +143,11 @@ def keep_lines(path, keep):
         write_text(''.join(rows), path)
 
 
-def fit(cfg, find_lr_only=False):
+def fit(cfg, find_lr_only=False, on_epoch=None):
     """Train a model as configured; returns the run directory (config, classes, metrics, checkpoints). With
-    --lr=auto the learning-rate range test picks cfg.lr first; `find_lr_only` (the lr_find command) stops after it."""
+    --lr=auto the learning-rate range test picks cfg.lr first; `find_lr_only` (the lr_find command) stops after it.
+    `on_epoch(epoch, row)` is called on the main process after each epoch with its metrics.jsonl row; it may raise
+    (tune prunes a trial so) to end the run there, its files complete up to that epoch."""
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:
         cfg = merge_given(resume['config'], cfg)
@@ -250,6 +253,12 @@ def fit(cfg, find_lr_only=False):
               f'val loss {val["loss"]:.4f} acc {val["acc"]:.4f}{" (best)" if improved else ""} | '
               + (f'EMA acc {ema_val["acc"]:.4f}{" (best)" if ema_improved else ""} | ' if ema_val else '') +
               f'{row["images_per_s"]:.0f} img/s, {train["seconds"]:.1f}s')
+        try:
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+        except BaseException:
+            writer.close()  # the epochs done reach the disk before the run stops
+            raise
     writer.close()
     if badlog.summary():
         print(badlog.summary())

@@ -1,0 +1,194 @@
+"""`python main.py tune`: a budgeted search of the training recipe on the user's own validation split (Optuna).
+
+Each trial is a normal training run (`engine.fit`) in <tune run>/trial-NNN; its objective is its best validation
+accuracy, never a test score. The TPE sampler proposes the settings of a preset search space (SPACES); the pruner
+stops a trial whose validation accuracy trails the others at the same share of its schedule (the step reported is
+the percent of its epochs done, so that trials of 5 and of 40 epochs are compared at the same point of their
+learning-rate schedule). The study lives in an Optuna RDB storage: the tune run's own study.db, or --storage,
+which several processes or machines share. Outputs: study.csv (updated after every trial), importances.csv,
+best_config.json (what `train --config=` reruns) and, with --vis, dashboard windows. docs/tune.md is the manual.
+"""
+import json
+import os
+import time
+import warnings
+
+import config
+import models
+from data import loaders
+from utils.train import engine
+from utils.io import write_csv, write_json
+from utils.dashboard.client import Visualizer
+
+WARMUP = 30  # percent of a trial's epochs before it may be pruned: early accuracy says little
+EPOCHS = (5, 10, 20, 40)
+STEMS = ('imagenet', 'small')  # searched once config.py has the `stem` setting (small-image ResNet stems)
+QUICK = (('lr', 'log', (3e-4, 1e-2)), ('weight_decay', 'log', (1e-5, 0.1)), ('max_epoch', 'choice', EPOCHS),
+         ('hflip', 'choice', (False, True)), ('augment', 'choice', config.choices()['augment']))
+TRICKS = QUICK + (('jitter', 'float', (0.0, 0.4)), ('erasing', 'float', (0.0, 0.5)),
+                  ('mix', 'choice', ('none', 'mixup', 'cutmix')), ('sampler', 'choice', ('shuffle', 'weighted')),
+                  ('loss', 'choice', ('ce', 'label_smooth')), ('stem', 'choice', STEMS))
+SPACES = {'quick': QUICK, 'tricks': TRICKS, 'full': TRICKS + (('model', 'choice', None),)}  # None: models that fit
+# settings that tune sets for its trials and that best_config.json takes back from the tune command
+TRIAL_ONLY = ('checkpoint_dir', 'vis', 'html_report')
+PER_RUN = ('run_name', 'resume', 'load_path', 'load_paths', 'output', 'pretrained_weights')
+
+
+def fitting_models(cfg, num_classes):
+    """The registry models with at most as many parameters as --model (ResNet34 by default): those whose trial
+    costs no more than a run of the model the user would train."""
+    def size(name):
+        return models.parameter_count(name, num_classes, models.resolve_attention(name, cfg.attention))
+    budget = size(cfg.model)
+    return tuple(m for m in models.MODELS if size(m) <= budget)
+
+
+def suggest(trial, cfg, model_choices):
+    """The settings `trial` tries: the preset's space less the settings given on the command line (held fixed)."""
+    fixed = set(cfg.given) | ({'mix'} if {'mixup_prob', 'cutmix_prob'} & cfg.given else set())
+    known = {name for name, *_ in config.settings()} | {'mix'}
+    out = {}
+    for name, kind, args in SPACES[cfg.search_space]:
+        if name in fixed or name not in known:
+            continue
+        if kind == 'choice':
+            out[name] = trial.suggest_categorical(name, args or model_choices)
+        else:
+            out[name] = trial.suggest_float(name, *args, log=kind == 'log')
+    mix = out.pop('mix', None)
+    if mix is not None:
+        prob = 0.0 if mix == 'none' else trial.suggest_float('mix_prob', 0.2, 1.0)
+        out.update(mixup_prob=prob if mix == 'mixup' else 0.0, cutmix_prob=prob if mix == 'cutmix' else 0.0)
+    return out
+
+
+def open_study(cfg, url, classes):
+    """The study `cfg.study_name` in the storage at `url`, created or joined; a study of other classes or another
+    search space is refused."""
+    import optuna
+    import sqlalchemy.exc
+    try:  # the heartbeat marks a trial of a killed process failed instead of running forever
+        with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action='ignore'):
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
+        raise config.UserError(f'cannot open --storage={url}: {str(e).splitlines()[0]}') from None
+    sampler = optuna.samplers.TPESampler(seed=None if cfg.storage else cfg.seed)  # shared: processes draw apart
+    pruner = {'median': lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=WARMUP),
+              'halving': lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=WARMUP, reduction_factor=3),
+              'none': optuna.pruners.NopPruner}[cfg.pruner]()
+    study = optuna.create_study(storage=storage, study_name=cfg.study_name, direction='maximize', sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    mine = {'classes': list(classes), 'search_space': cfg.search_space}
+    differ = [k for k in mine if k in study.user_attrs and study.user_attrs[k] != mine[k]]
+    if differ:
+        raise config.UserError(f'study {cfg.study_name!r} in {url} was made for other {" and another ".join(differ)}; '
+                               f'give another --study-name')
+    for k, v in mine.items():
+        study.set_user_attr(k, v)
+    return study
+
+
+def table(study):
+    """The study as rows: trial, state, value (the best validation accuracy; a pruned trial's at its stop), best
+    so far (over completed trials), seconds, run directory, then one column per searched parameter."""
+    names = sorted({p for t in study.trials for p in t.params})
+    rows, best = [], None
+    for t in sorted(study.trials, key=lambda t: t.number):
+        if t.state.name == 'COMPLETE':
+            best = t.value if best is None else max(best, t.value)
+        rows.append({'trial': t.number, 'state': t.state.name.lower(), 'value': t.value, 'best_so_far': best,
+                     'seconds': round(t.duration.total_seconds(), 1) if t.duration else None,
+                     'run': t.user_attrs.get('run_dir', ''), **{n: t.params.get(n, '') for n in names}})
+    return rows
+
+
+def cell(v):
+    """A value of the study table as printed."""
+    return f'{v:.4g}' if isinstance(v, float) else '' if v is None else str(v)
+
+
+def format_table(rows):
+    """The study table as aligned text, parameters as name=value."""
+    head = ('trial', 'state', 'value', 'best_so_far', 'seconds')
+    lines = [[*head, 'params']] + [[cell(r[k]) for k in head] + [' '.join(
+        f'{k}={cell(v)}' for k, v in r.items() if k not in head and k != 'run' and v != '')] for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return '\n'.join('  '.join(c.rjust(w) for c, w in zip(line, widths)) + '  ' + line[-1] for line in lines)
+
+
+def best_config(cfg, trial):
+    """The effective settings of `trial`'s run without what belongs to one run (its name, paths to resume or
+    evaluate) and the tune settings, with the checkpoint folder, dashboard and report of the tune command."""
+    group = {name: grp for name, _, _, _, grp in config.settings()}
+    values = {k: v for k, v in trial.user_attrs['config'].items() if k not in PER_RUN and group.get(k) != 'tune'}
+    return {**values, **{k: getattr(cfg, k) for k in TRIAL_ONLY}}
+
+
+def run(cfg):
+    """Search the recipe for cfg's data with Optuna: --n-trials trials (or until --timeout), each a training run
+    under the tune run directory; writes study.csv, importances.csv and best_config.json there and returns it."""
+    import optuna
+    cfg = loaders.resolve_roots(cfg)
+    classes = loaders.train_val_samples(cfg)[0]  # the data is readable before anything is written
+    model_choices = fitting_models(cfg, len(classes)) if cfg.search_space == 'full' else ()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial of our own instead
+    study = open_study(cfg, cfg.storage, classes) if cfg.storage else None
+    tune_dir = engine.make_run_dir(cfg, prefix='tune')
+    study = study or open_study(cfg, f'sqlite:///{os.path.abspath(os.path.join(tune_dir, "study.db"))}', classes)
+    vis = Visualizer(cfg.env, cfg.vis_server, cfg.vis_port, enabled=cfg.vis,
+                     log_path=os.path.join(tune_dir, 'visdom.log'))
+    base = {k: v for k, v in cfg.to_dict().items() if k != 'pretrained_weights'}
+
+    def objective(trial):
+        values = {**base, **suggest(trial, cfg, model_choices), 'checkpoint_dir': tune_dir,
+                  'run_name': f'trial-{trial.number:03d}', 'vis': False,
+                  'html_report': cfg.html_report and 'html_report' in cfg.given}
+        trial_cfg = config.parse(**values)
+        trial.set_user_attr('run_dir', os.path.join(tune_dir, trial_cfg.run_name))
+        best = []
+
+        def on_epoch(epoch, row):
+            best.append(max([row['val_acc'], *best]))
+            step = round(100 * (epoch + 1) / trial_cfg.max_epoch)
+            trial.report(best[-1], step)
+            if step >= WARMUP and (best[-1] < cfg.prune_below or trial.should_prune()):
+                raise optuna.TrialPruned(f'validation accuracy {best[-1]:.4f} at {step} % of its epochs')
+        run_dir = engine.fit(trial_cfg, on_epoch)
+        with open(os.path.join(run_dir, 'config.json')) as f:
+            trial.set_user_attr('config', json.load(f))  # in the storage: another machine's tune can write it out
+        return best[-1]
+
+    def after_trial(study, trial):
+        rows = table(study)
+        write_csv(os.path.join(tune_dir, 'study.csv'), list(rows[0]) if rows else ['trial'], rows)
+        mine = next(r for r in rows if r['trial'] == trial.number)
+        print(f'tune: trial {trial.number} {mine["state"]}, validation accuracy {cell(mine["value"])}, best so far '
+              f'{cell(mine["best_so_far"])} ({mine["seconds"]} s)')
+        if trial.value is not None:
+            vis.plot('tune: validation accuracy per trial', [trial.value, mine['best_so_far'] or 0.0], trial.number,
+                     xlabel='trial', legend=['trial', 'best so far'], markers=True)
+
+    started = time.time()
+    study.optimize(objective, n_trials=cfg.n_trials or None, timeout=cfg.timeout or None, callbacks=[after_trial])
+    rows = table(study)
+    write_csv(os.path.join(tune_dir, 'study.csv'), list(rows[0]) if rows else ['trial'], rows)
+    print(f'study {cfg.study_name!r}: {len(rows)} trials ({time.time() - started:.0f} s in this process)\n'
+          + format_table(rows))
+    done = [t for t in study.trials if t.state.name == 'COMPLETE']
+    if len({t.value for t in done}) >= 2:  # importances explain differences; equal values have none
+        # fANOVA: PED-ANOVA, Optuna's default, needs far more trials than a small budget gives
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=cfg.seed)
+        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        importances = {k: float(v) for k, v in found.items()}
+        write_csv(os.path.join(tune_dir, 'importances.csv'), ['param', 'importance'],
+                  [{'param': k, 'importance': v} for k, v in importances.items()])
+        print('parameter importances: ' + ', '.join(f'{k} {v:.2f}' for k, v in importances.items()))
+        vis.bar('tune: parameter importances', list(importances.values()), list(importances))
+    if not done:
+        print(f'no trial completed; nothing to select. Study table: {tune_dir}/study.csv')
+        return tune_dir
+    path = os.path.join(tune_dir, 'best_config.json')
+    write_json(best_config(cfg, study.best_trial), path)
+    print(f'best: trial {study.best_trial.number}, validation accuracy {study.best_value:.4f}; its settings: {path}\n'
+          f'train with them: python main.py train --config={path}')
+    return tune_dir
