@@ -145,7 +145,7 @@ def test_help_lists_the_choices_of_every_enumerated_setting(capsys):
 
 def test_a_runs_config_json_reruns_to_the_same_effective_config(tiny_data, tmp_path):
     from conftest import FAST
-    from utils import engine
+    from utils.train import engine
     first = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path),
                                     run_name='a', lr=0.01, hflip=True, augment='affine', cutmix_prob=0.3,
                                     html_report=False, **FAST))

@@ -153,7 +153,7 @@ def run(cfg):
             trial.report(best[-1], step)
             if step >= WARMUP and (best[-1] < cfg.prune_below or trial.should_prune()):
                 raise optuna.TrialPruned(f'validation accuracy {best[-1]:.4f} at {step} % of its epochs')
-        run_dir = engine.fit(trial_cfg, on_epoch)
+        run_dir = engine.fit(trial_cfg, on_epoch=on_epoch)
         with open(os.path.join(run_dir, 'config.json')) as f:
             trial.set_user_attr('config', json.load(f))  # in the storage: another machine's tune can write it out
         return best[-1]
