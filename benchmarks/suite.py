@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks import datasets  # noqa: E402
 from benchmarks.tricks import BASELINE, RECIPE  # noqa: E402
+from config import UserError  # noqa: E402
 
 ROWS = ('defaults', 'plain', 'rbf-svm', 'writeup', 'reference', 'tune')
 TOOLKIT = {'defaults': {}, 'plain': BASELINE, 'writeup': {**BASELINE, **RECIPE}}
@@ -185,13 +186,6 @@ def verdicts(rows):
     return lines
 
 
-def write_json(obj, path):
-    """Write `path` through a temporary file and a rename."""
-    with open(path + '.tmp', 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + '.tmp', path)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--datasets', default=','.join(datasets.DATASETS), help='comma-separated names')
@@ -222,8 +216,12 @@ def main(argv=None):
         with open(args.out) as f:
             runs = [r for r in json.load(f)['runs'] if r['quick'] == args.quick]
     done = {(r['dataset'], r['row'], r['seed']) for r in runs}
+    try:  # every dataset is there before the first run starts
+        folders = {name: datasets.build(name, data_root) for name in names}
+    except UserError as e:
+        sys.exit(f'error: {e}')
     for name in names:
-        folder = datasets.build(name, data_root)
+        folder = folders[name]
         if args.quick:
             folder = quick_subset(folder, os.path.join(work, 'quick-data', name))
         for row in rows:
@@ -235,6 +233,7 @@ def main(argv=None):
                 runs.append(result)
                 print(json.dumps(result), flush=True)
                 if args.out:
+                    from utils.engine import write_json
                     write_json({'runs': runs}, args.out)
     wanted = [r for r in runs if r['dataset'] in names and r['row'] in rows and r['seed'] in seeds]
     summary = summarize(wanted)
