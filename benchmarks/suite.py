@@ -139,9 +139,9 @@ def run_row(row, folder, seed, work, quick):
 
 
 def summarize(runs):
-    """One row per (dataset, row): mean and sample sd over its seeds of each figure."""
+    """One row per (dataset, row), in the suite's order: mean and sample sd over its seeds of each figure."""
     groups = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: (list(datasets.DATASETS).index(r['dataset']), ROWS.index(r['row']))):
         groups.setdefault((r['dataset'], r['row']), []).append(r)
     rows = []
     for (dataset, row), mine in groups.items():
