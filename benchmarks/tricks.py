@@ -68,11 +68,11 @@ GROUPS = {'augment': 'augment=', 'mixing': ('cutmix_prob=', 'mixup_prob='),
           'normalize': 'normalize=', 'ema': 'ema'}
 
 
-def make_hard_demo(out, seed=0, ratio=10.0, noise=0.10):
-    """Long-tailed, label-noisy copy of the demo's train split under out/train; val and test point at the
-    demo's own (untouched) splits. Returns (train, val, test) roots."""
+def make_hard_demo(out, seed=0, ratio=10.0, noise=0.10, demo=None):
+    """Long-tailed, label-noisy copy of the train split of the demo (data/demo, or the demo folder `demo`) under
+    out/train; val and test point at the demo's own (untouched) splits. Returns (train, val, test) roots."""
     from data.demo import ensure_demo
-    demo = os.path.abspath(ensure_demo(os.path.join(ROOT, 'data', 'demo')))
+    demo = os.path.abspath(demo or ensure_demo(os.path.join(ROOT, 'data', 'demo')))
     classes = sorted(os.listdir(os.path.join(demo, 'train')))
     rng = random.Random(seed)
     train = os.path.join(out, 'train')

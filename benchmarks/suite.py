@@ -1,0 +1,245 @@
+"""The benchmark suite: every recipe row on every dataset of benchmarks/datasets, test top-1, macro-F1 and wall
+time, as a markdown table (mean ± sample sd over the seeds).
+
+    python benchmarks/suite.py                                    # every dataset and row, seed 0
+    python benchmarks/suite.py --datasets=photos,glyphs --rows=defaults,plain,rbf-svm --seeds=0,1,2
+    python benchmarks/suite.py --quick --datasets=digits --rows=rbf-svm,defaults    # CI-sized: subsets, 1 epoch
+    python benchmarks/suite.py --out=suite.json --resume          # run only what suite.json does not hold yet
+
+Rows (nothing is chosen on the test split; the validation split chooses where anything is chosen):
+  defaults   python main.py train, then testforacc, as subprocesses, with nothing but the data given
+  plain      the book's recipe (benchmarks/tricks.py BASELINE: adam, plateau decay, cross-entropy, pad-and-crop,
+             no jitter / erasing / mixing / attention / EMA, ImageNet normalisation), same budget as defaults
+  rbf-svm    scikit-learn's SVC (RBF kernel) on the raw pixels, C and gamma chosen on the validation split
+  writeup    the write-up's recipe (BASELINE + tricks.py RECIPE: CBAM, joint loss, Ranger, CutMix, imbalanced
+             sampler, cosine schedule)
+  reference  benchmarks/reference_small_data.py, a hand-written small-data recipe outside the toolkit
+  tune       python main.py tune (when the toolkit has it) on the train and validation splits, then
+             train --config=best_config.json; skipped with a note otherwise
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks import datasets  # noqa: E402
+from benchmarks.tricks import BASELINE, RECIPE  # noqa: E402
+from config import UserError  # noqa: E402
+
+ROWS = ('defaults', 'plain', 'rbf-svm', 'writeup', 'reference', 'tune')
+TOOLKIT = {'defaults': {}, 'plain': BASELINE, 'writeup': {**BASELINE, **RECIPE}}
+QUICK_PER_CLASS = {'train': 8, 'val': 4, 'test': 6}
+TUNE_TIMEOUT = 1200  # seconds: the issue's 20-minute budget
+
+
+def quick_subset(folder, out):
+    """The first QUICK_PER_CLASS images of each class of each split of `folder`, copied to `out`."""
+    for split, k in QUICK_PER_CLASS.items():
+        for name in sorted(os.listdir(os.path.join(folder, split))):
+            dst = os.path.join(out, split, name)
+            os.makedirs(dst, exist_ok=True)
+            for file in sorted(os.listdir(os.path.join(folder, split, name)))[:k]:
+                shutil.copy(os.path.join(folder, split, name, file), dst)
+    return out
+
+
+def main_py(command, settings, log):
+    """Run `python main.py COMMAND --key=value ...`, its output appended to `log`; stops on failure."""
+    argv = [sys.executable, os.path.join(ROOT, 'main.py'), command] + [f'--{k}={v}' for k, v in settings.items()]
+    env = dict(os.environ, HF_HUB_OFFLINE='1', PAGER='cat', PYTHONUNBUFFERED='1')
+    with open(log, 'a') as f:
+        f.write('$ ' + ' '.join(argv) + '\n')
+        f.flush()
+        done = subprocess.run(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode:
+        with open(log) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f'{command} failed (rc {done.returncode}); end of {log}:\n{tail}')
+
+
+def train_and_test(folder, settings, run_dir, log):
+    """train with `settings` into run_dir, then testforacc on folder/test: (test top-1, macro-F1, val top-1)."""
+    import torch
+    main_py('train', dict(settings, train_data_root=f'{folder}/train', val_data_root=f'{folder}/val',
+                          test_data_root=f'{folder}/test', checkpoint_dir=os.path.dirname(run_dir),
+                          run_name=os.path.basename(run_dir), vis=False, html_report=False), log)
+    best = os.path.join(run_dir, 'best_model.pth')
+    main_py('testforacc', dict(load_path=best, test_data_root=f'{folder}/test', vis=False, html_report=False), log)
+    with open(os.path.join(run_dir, 'test_metrics.json')) as f:
+        metrics = json.load(f)
+    return metrics['top1'], metrics['macro']['f1'], torch.load(best, weights_only=True)['best_metric']
+
+
+def pixels(root):
+    """(X, y): the images under root/<class>/ as flattened RGB pixels in 0..1, and their class indices."""
+    import numpy as np
+    from PIL import Image
+    X, y = [], []
+    for k, name in enumerate(sorted(os.listdir(root))):
+        for file in sorted(os.listdir(os.path.join(root, name))):
+            with Image.open(os.path.join(root, name, file)) as img:
+                X.append(np.asarray(img.convert('RGB'), dtype=np.float32).ravel() / 255)
+            y.append(k)
+    return np.stack(X), np.array(y)
+
+
+def rbf_svm(folder, quick):
+    """SVC(rbf) on raw pixels, C and gamma chosen by validation accuracy: (test top-1, macro-F1, val top-1)."""
+    from sklearn.metrics import f1_score
+    from sklearn.svm import SVC
+    (X, y), (Xv, yv), (Xt, yt) = (pixels(os.path.join(folder, s)) for s in datasets.SPLITS)
+    scale = 1.0 / (X.shape[1] * X.var())  # sklearn's gamma='scale'
+    grid = [(10, scale)] if quick else [(c, g * scale) for c in (1, 10, 100) for g in (1 / 3, 1, 3)]
+    val, c, g = max((SVC(C=c, gamma=g).fit(X, y).score(Xv, yv), c, g) for c, g in grid)
+    predicted = SVC(C=c, gamma=g).fit(X, y).predict(Xt)
+    return float((predicted == yt).mean()), float(f1_score(yt, predicted, average='macro')), val
+
+
+def has_tune():
+    """Whether `python main.py help` lists a tune command."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), 'help'], cwd=ROOT, capture_output=True,
+                         text=True, env=dict(os.environ, PAGER='cat')).stdout
+    return any(line.split()[:1] == ['tune'] for line in out.splitlines())
+
+
+def run_row(row, folder, seed, work, quick):
+    """One row on one dataset folder and seed: a result dict (test_acc, macro_f1, val_acc, seconds)."""
+    run_dir = os.path.join(work, f'{os.path.basename(folder)}-{row}-seed{seed}')
+    os.makedirs(work, exist_ok=True)
+    log = run_dir + '.log'
+    epochs = {'max_epoch': 1} if quick else {}
+    start = time.time()
+    if row in TOOLKIT:
+        test, f1, val = train_and_test(folder, dict(TOOLKIT[row], seed=seed, **epochs), run_dir, log)
+    elif row == 'rbf-svm':
+        test, f1, val = rbf_svm(folder, quick)
+    elif row == 'reference':
+        out = run_dir + '.json'
+        with open(log, 'a') as f:
+            subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'reference_small_data.py'), folder,
+                            f'--seed={seed}', f'--out={out}'] + (['--epochs=1'] if quick else []), check=True,
+                           stdout=f, stderr=subprocess.STDOUT)
+        with open(out) as f:
+            result = json.load(f)
+        test, f1, val = result['test_acc'], result['macro_f1'], None
+    else:  # tune: its trials choose on the validation split; the best settings are then trained once more
+        budget = dict(n_trials=2, **epochs) if quick else dict(timeout=TUNE_TIMEOUT)
+        main_py('tune', dict(budget, train_data_root=f'{folder}/train', val_data_root=f'{folder}/val',
+                             checkpoint_dir=work, run_name=os.path.basename(run_dir) + '-study', seed=seed,
+                             vis=False), log)
+        config = os.path.join(work, os.path.basename(run_dir) + '-study', 'best_config.json')
+        test, f1, val = train_and_test(folder, dict(config=config, seed=seed), run_dir, log)
+    return {'test_acc': test, 'macro_f1': f1, 'val_acc': val, 'seconds': time.time() - start}
+
+
+def summarize(runs):
+    """One row per (dataset, row), in the suite's order: mean and sample sd over its seeds of each figure."""
+    groups = {}
+    for r in sorted(runs, key=lambda r: (list(datasets.DATASETS).index(r['dataset']), ROWS.index(r['row']))):
+        groups.setdefault((r['dataset'], r['row']), []).append(r)
+    rows = []
+    for (dataset, row), mine in groups.items():
+        out = {'dataset': dataset, 'row': row, 'seeds': len(mine)}
+        for key in ('test_acc', 'macro_f1', 'val_acc', 'seconds'):
+            values = [r[key] for r in mine if r[key] is not None]
+            out[key] = statistics.fmean(values) if values else None
+            out[key + '_sd'] = statistics.stdev(values) if len(values) > 1 else None
+        rows.append(out)
+    return rows
+
+
+def table(rows, notes=()):
+    """The markdown table of `rows` (percentages; ± the sd over seeds when there are several), then `notes`."""
+    def cell(row, key, scale=100.0, digits=1):
+        if row[key] is None:
+            return '--'
+        text = f'{scale * row[key]:.{digits}f}'
+        return text + (f' ± {scale * row[key + "_sd"]:.{digits}f}' if row[key + '_sd'] is not None else '')
+    lines = ['| dataset | row | test top-1 % | test macro-F1 % | val top-1 % | seconds | seeds |',
+             '|---|---|---|---|---|---|---|']
+    lines += [f'| {r["dataset"]} | {r["row"]} | {cell(r, "test_acc")} | {cell(r, "macro_f1")} | '
+              f'{cell(r, "val_acc")} | {cell(r, "seconds", 1, 0)} | {r["seeds"]} |' for r in rows]
+    return '\n'.join(lines + [''] + [f'- {n}' for n in notes])
+
+
+def verdicts(rows):
+    """Per dataset: do the defaults beat plain and rbf-svm on test, and how far are they from the reference."""
+    by = {(r['dataset'], r['row']): r['test_acc'] for r in rows}
+    lines = []
+    for dataset in dict.fromkeys(r['dataset'] for r in rows):
+        mine = by.get((dataset, 'defaults'))
+        if mine is None:
+            continue
+        parts = [f'defaults {"beat" if mine > by[dataset, other] else "do not beat"} {other} '
+                 f'({100 * (mine - by[dataset, other]):+.1f})' for other in ('plain', 'rbf-svm')
+                 if (dataset, other) in by]
+        if (dataset, 'reference') in by:
+            parts.append(f'{100 * (mine - by[dataset, "reference"]):+.1f} points from the reference')
+        if parts:
+            lines.append(f'{dataset}: ' + '; '.join(parts))
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--datasets', default=','.join(datasets.DATASETS), help='comma-separated names')
+    parser.add_argument('--rows', default=','.join(ROWS), help='comma-separated rows: ' + ', '.join(ROWS))
+    parser.add_argument('--seeds', default='0', help='comma-separated training seeds (the data is built with 0)')
+    parser.add_argument('--quick', action='store_true', help='CI-sized: a few images per class, 1 epoch')
+    parser.add_argument('--out', default='', help='JSON file of every run (written after each one)')
+    parser.add_argument('--resume', action='store_true', help='reuse the runs --out already holds')
+    parser.add_argument('--data-root', default='', help='dataset cache (default $CLASSIFIER_SUITE_DATA or '
+                                                        '~/.cache/classifier-suite)')
+    parser.add_argument('--work', default='', help='where runs and logs go (default: DATA_ROOT/runs/<time>)')
+    args = parser.parse_args(argv)
+    names = [n for n in args.datasets.split(',') if n]
+    rows = [r for r in args.rows.split(',') if r]
+    bad = [n for n in names if n not in datasets.DATASETS] + [r for r in rows if r not in ROWS]
+    if bad:
+        parser.error(f'unknown dataset(s) or row(s) {bad}; datasets: {", ".join(datasets.DATASETS)}; rows: '
+                     f'{", ".join(ROWS)}')
+    seeds = [int(s) for s in args.seeds.split(',')]
+    data_root = args.data_root or datasets.default_root()
+    work = args.work or os.path.join(data_root, 'runs', time.strftime('%Y%m%d-%H%M%S'))
+    notes = []
+    if 'tune' in rows and not has_tune():
+        rows.remove('tune')
+        notes.append('tune: skipped, `python main.py help` lists no tune command yet')
+    runs = []
+    if args.resume and args.out and os.path.exists(args.out):
+        with open(args.out) as f:
+            runs = [r for r in json.load(f)['runs'] if r['quick'] == args.quick]
+    done = {(r['dataset'], r['row'], r['seed']) for r in runs}
+    try:  # every dataset is there before the first run starts
+        folders = {name: datasets.build(name, data_root) for name in names}
+    except UserError as e:
+        sys.exit(f'error: {e}')
+    for name in names:
+        folder = folders[name]
+        if args.quick:
+            folder = quick_subset(folder, os.path.join(work, 'quick-data', name))
+        for row in rows:
+            for seed in seeds:
+                if (name, row, seed) in done:
+                    continue
+                result = dict(dataset=name, row=row, seed=seed, quick=args.quick,
+                              **run_row(row, folder, seed, work, args.quick))
+                runs.append(result)
+                print(json.dumps(result), flush=True)
+                if args.out:
+                    from utils.io import write_json
+                    write_json({'runs': runs}, args.out)
+    wanted = [r for r in runs if r['dataset'] in names and r['row'] in rows and r['seed'] in seeds]
+    summary = summarize(wanted)
+    print('\n' + table(summary, notes + verdicts(summary)))
+    return summary
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,146 @@
+"""The benchmark suite's datasets (benchmarks/datasets) and the suite script (benchmarks/suite.py)."""
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import datasets
+from benchmarks.datasets import glyphs, photos
+from config import UserError
+from tests.conftest import ROOT
+
+NEEDS = {'photos': photos.PHOTOS, 'scenes96': photos.SCENES}
+
+
+def available(name):
+    """Skip a dataset whose packaged sources are not installed here (.ci/suite-data.sh installs them)."""
+    if name == 'glyphs':
+        try:
+            glyphs.installed_fonts()
+        except UserError as e:
+            pytest.skip(str(e))
+    missing = [path for path, _ in NEEDS.get(name, {}).values() if not os.path.exists(path)]
+    if missing:
+        pytest.skip(f'not installed: {missing[0]}')
+
+
+def hashes(folder):
+    """{relative path: sha256} of every file under folder."""
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for file in files:
+            with open(os.path.join(dirpath, file), 'rb') as f:
+                out[os.path.relpath(os.path.join(dirpath, file), folder)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    """Each dataset built once into a module-wide folder: {name: folder}."""
+    root, cache = tmp_path_factory.mktemp('suite-data'), {}
+
+    def get(name):
+        available(name)
+        if name not in cache:
+            cache[name] = datasets.build(name, str(root))
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize('name', list(datasets.DATASETS))
+def test_builder_is_deterministic(name, built, tmp_path):
+    first = built(name)
+    second = datasets.build(name, str(tmp_path))
+    assert hashes(first) == hashes(second)
+    assert datasets.class_counts(first)['test']  # a test split with classes
+    assert sum(f.endswith('.png') for f in hashes(first)) > 100
+
+
+def test_another_seed_builds_other_data_in_place(built, tmp_path):
+    folder = datasets.build('digits', str(tmp_path))
+    before = hashes(folder)
+    assert datasets.build('digits', str(tmp_path), seed=1) == folder
+    assert hashes(folder) != before
+    assert json.load(open(os.path.join(folder, '.complete')))['seed'] == 1
+
+
+def test_a_foreign_folder_is_refused_untouched(tmp_path):
+    (tmp_path / 'digits').mkdir()
+    (tmp_path / 'digits' / 'mine.txt').write_text('user data')
+    with pytest.raises(UserError, match='not a dataset of this suite'):
+        datasets.build('digits', str(tmp_path))
+    assert os.listdir(tmp_path / 'digits') == ['mine.txt']
+
+
+def test_photos_counts_are_long_tailed(built):
+    counts = datasets.class_counts(built('photos'))
+    train = sorted(counts['train'].values())
+    assert len(train) == 10 and train[0] == 12 and train[-1] == 120 and len(set(train)) == 10
+    assert set(counts['val'].values()) == {10} and set(counts['test'].values()) == {30}
+
+
+@pytest.mark.parametrize('name', ['photos', 'scenes96'])
+def test_patches_of_val_and_test_never_overlap_training_regions(name, built):
+    folder = built(name)
+    with open(os.path.join(folder, 'patches.csv')) as f:
+        rows = list(csv.DictReader(f))
+    boxes = {}
+    for r in rows:
+        assert os.path.exists(os.path.join(folder, r['split'], r['class'], r['file']))
+        boxes.setdefault((r['class'], r['split']), []).append([int(r[k]) for k in ('left', 'top', 'right', 'bottom')])
+
+    def overlap(a, b):
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    classes = {c for c, _ in boxes}
+    assert len(classes) == 10
+    for c in classes:
+        for split in ('val', 'test'):
+            assert not any(overlap(a, b) for a in boxes[c, split] for b in boxes[c, 'train'])
+        assert not any(overlap(a, b) for a in boxes[c, 'val'] for b in boxes[c, 'test'])
+
+
+def test_glyphs_are_split_by_design(built):
+    folder = built('glyphs')
+    with open(os.path.join(folder, 'fonts.csv')) as f:
+        fonts = list(csv.DictReader(f))
+    for key in ('design', 'family'):
+        members = {s: {r[key] for r in fonts if r['split'] == s} for s in datasets.SPLITS}
+        assert all(members.values())
+        assert not members['train'] & members['test'] and not members['train'] & members['val'] \
+            and not members['val'] & members['test']
+    counts = datasets.class_counts(folder)
+    for split in datasets.SPLITS:
+        assert len(counts[split]) == 62
+        assert set(counts[split].values()) == {sum(r['split'] == split for r in fonts)}
+
+
+def test_digits_lt_noisy_is_long_tailed_beside_the_demo(built):
+    noisy, demo = datasets.class_counts(built('digits-lt-noisy')), datasets.class_counts(built('digits'))
+    assert noisy['test'] == demo['test'] and noisy['val'] == demo['val']
+    assert sum(noisy['train'].values()) < sum(demo['train'].values()) / 2
+    assert max(noisy['train'].values()) >= 5 * min(noisy['train'].values())
+
+
+def test_datasets_cli_lists_every_dataset():
+    listed = subprocess.run([sys.executable, '-m', 'benchmarks.datasets', '--list'], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout
+    assert [line.split()[0] for line in listed.splitlines()] == list(datasets.DATASETS)
+
+
+def test_quick_suite_prints_the_table(tmp_path):
+    out = tmp_path / 'suite.json'
+    done = subprocess.run([sys.executable, 'benchmarks/suite.py', '--quick', '--datasets=digits',
+                           '--rows=rbf-svm,defaults', f'--out={out}', f'--data-root={tmp_path / "data"}',
+                           f'--work={tmp_path / "work"}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.load(open(out))['runs']
+    assert [(r['dataset'], r['row']) for r in runs] == [('digits', 'rbf-svm'), ('digits', 'defaults')]
+    assert runs[0]['test_acc'] > 0.5  # 8 digits a class are plenty for an SVM (chance: 0.1)
+    assert os.path.exists(tmp_path / 'work' / 'digits-defaults-seed0' / 'test_metrics.json')
+    table = done.stdout[done.stdout.index('| dataset |'):]
+    assert '| digits | rbf-svm |' in table and '| digits | defaults |' in table
+    assert 'digits: defaults ' in table  # the verdict line against rbf-svm
