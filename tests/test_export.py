@@ -18,6 +18,7 @@ from data import transforms
 from utils.train import engine
 from utils.evaluate import loop
 from utils.evaluate import export
+from utils.evaluate.exported import Exported, read_meta
 
 CLASSES = ['00000', '00001', '00002']
 
@@ -106,7 +107,7 @@ def test_the_parity_check_refuses_a_graph_that_differs_from_the_model(shipped, e
     model, cfg, ckpt, _ = loop.load_for_eval(config.parse(load_path=os.path.join(other, 'best_model.pth'),
                                                             num_workers=0))
     deployable = export.Deployable(model.eval(), *transforms.norm_stats(cfg))
-    graph = export.Exported(shipped['onnx'], export.read_meta(shipped['onnx']))
+    graph = Exported(shipped['onnx'], read_meta(shipped['onnx']))
     paths = export.parity_paths(cfg, ckpt['classes'])
     with pytest.raises(config.UserError, match=r'onnx: parity with PyTorch on 6 images: .*export refused'):
         export.verify(deployable, graph, paths, cfg, 'onnx')

@@ -67,11 +67,17 @@ def open_study(cfg, url, classes):
     search space is refused."""
     import optuna
     import sqlalchemy.exc
-    try:  # the heartbeat marks a trial of a killed process failed instead of running forever
-        with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action='ignore'):
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
-        raise config.UserError(f'cannot open --storage={url}: {str(e).splitlines()[0]}') from None
+    for attempt in range(4):
+        try:  # the heartbeat marks a trial of a killed process failed instead of running forever
+            with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action='ignore'):
+                storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+            break
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
+            # two processes that open a new storage at once race to create its tables: the loser retries
+            if isinstance(e, sqlalchemy.exc.OperationalError) and 'already exists' in str(e) and attempt < 3:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise config.UserError(f'cannot open --storage={url}: {str(e).splitlines()[0]}') from None
     sampler = optuna.samplers.TPESampler(seed=None if cfg.storage else cfg.seed)  # shared: processes draw apart
     pruner = {'median': lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=WARMUP),
               'halving': lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=WARMUP, reduction_factor=3),
