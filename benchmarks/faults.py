@@ -17,7 +17,10 @@ cores). Before it starts, the process installs an audit hook (sys.addaudithook, 
 toolkit itself has no test hook) that sees the run's appends to lr.csv and metrics.jsonl, the creation of each
 temporary checkpoint (.tmp-*.pth) and its rename, counts them, and SIGKILLs its own process at the chosen one
 ('during': a thread kills once the temporary file has bytes in it, i.e. inside the checkpoint write; if the
-write ends first, the kill lands at its rename and the trial says so).
+write ends first, the kill lands at its rename and the trial says so). A write is named by its kind and
+ordinal ('tmp-3': the third temporary checkpoint), not by its place in the whole sequence: the checkpoints are
+written on a background thread while the next epoch's steps append to lr.csv, and how the two interleave
+differs from run to run.
 """
 import argparse
 import glob
@@ -42,12 +45,21 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 _context = None
 
 
+def kind(what):
+    """The kind of a recorded write: 'save' for any rename of a temporary file, else the write itself ('lr.csv',
+    'metrics.jsonl', 'tmp'). Writes of one kind come from one thread in a fixed order (the checkpoints' from the
+    background writer, the rows from the training loop), so `kind-n` names the same write in every run."""
+    return 'save' if what.startswith('save ') else what
+
+
 def install_kill_hook(at, mode='before', log=None):
-    """Audit hook of the training process: count the run's writes (appends to lr.csv / metrics.jsonl, creation and
-    rename of a temporary checkpoint), name each in the file `log`, and SIGKILL this process at write number `at`
-    (0: never) -- before it happens, or with mode 'during' once its temporary checkpoint has bytes in it."""
+    """Audit hook of the training process: record the run's writes (appends to lr.csv / metrics.jsonl, creation of
+    a temporary checkpoint, rename of any temporary file), name each in the file `log`, and SIGKILL this process at
+    the write `at` = 'KIND-N', the N-th write of that kind (see `kind`; '' never) -- before it happens, or with
+    mode 'during' once its temporary checkpoint has bytes in it."""
     log = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if log else None  # os.write: not audited
-    count = 0
+    target, _, nth = at.rpartition('-') if at else ('', '', '0')
+    counts, armed = {}, False
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -73,17 +85,21 @@ def install_kill_hook(at, mode='before', log=None):
         return None
 
     def hook(event, args):
-        nonlocal count
+        nonlocal armed
         what = label(event, args)
         if what is None:
             return
-        count += 1
+        counts[kind(what)] = counts.get(kind(what), 0) + 1
         if log is not None:
             os.write(log, (what + '\n').encode())
-        if count == at and mode == 'during':
-            threading.Thread(target=watch, args=(args[0],), daemon=True).start()
-        elif count == at or (mode == 'during' and count == at + 1):  # 'during' whose write ended first
+        if armed and kind(what) == 'save':  # 'during' whose write ended first: the kill lands at its rename
             die()
+        if kind(what) == target and counts[target] == int(nth):
+            if mode == 'during':
+                armed = True
+                threading.Thread(target=watch, args=(args[0],), daemon=True).start()
+            else:
+                die()
 
     sys.addaudithook(hook)
 
@@ -100,10 +116,10 @@ def _child(argv, cwd, at, mode, log, out, err):
 
 
 class Train:
-    """`python main.py train ARGS` in a process forked from a server that imported the toolkit once; `at` > 0 kills
-    it at that write (see install_kill_hook)."""
+    """`python main.py train ARGS` in a process forked from a server that imported the toolkit once; `at`
+    ('KIND-N') kills it at that write (see install_kill_hook)."""
 
-    def __init__(self, args, cwd, at=0, mode='before', log=None):
+    def __init__(self, args, cwd, at='', mode='before', log=None):
         global _context
         if _context is None:
             _context = multiprocessing.get_context('forkserver')
@@ -128,16 +144,19 @@ class Train:
         return subprocess.CompletedProcess(self.args, self.proc.exitcode, *texts)
 
 
-def train(args, cwd, at=0, mode='before', log=None):
+def train(args, cwd, at='', mode='before', log=None):
     """Run `train ARGS` to its end (or to the kill at write `at`); the CompletedProcess."""
     return Train(args, cwd, at, mode, log).wait()
 
 
 def kill_points(events):
-    """(1-based event index, mode, description) for every kind of moment in the recorded write sequence of a run,
-    from its first last.pth on (a run killed before has nothing to resume: it starts again)."""
-    points, epoch, rows = [], 1, []
-    for i, what in enumerate(events, 1):
+    """('KIND-N' write, mode, description) for every kind of moment in the recorded write sequence of a run, from
+    its first last.pth on (a run killed before has nothing to resume: it starts again)."""
+    points, epoch, rows, last, counts, names = [], 1, [], None, {}, []
+    for what in events:  # each write's 'KIND-N' name (see `kind`)
+        counts[kind(what)] = counts.get(kind(what), 0) + 1
+        names.append(f'{kind(what)}-{counts[kind(what)]}')
+    for i, what in enumerate(events):
         if what == 'lr.csv':
             rows.append(i)
         elif what == 'metrics.jsonl':
@@ -148,13 +167,19 @@ def kill_points(events):
             points.append((i, 'before', f'epoch {epoch}: trained and validated, before its metrics row'))
             epoch, rows = epoch + 1, []
         elif what == 'tmp':
-            target, after = events[i][len('save '):], events[i - 2]
-            before = 'the metrics row' if after == 'metrics.jsonl' else after[len('save '):]
+            # the checkpoints are written on a background thread while the next epoch's steps append to lr.csv:
+            # the moment is named by the run's previous write that is not a step row, and its rename is the next
+            # rename
+            renamed = next(j for j in range(i + 1, len(events)) if events[j].startswith('save '))
+            target = events[renamed][len('save '):]
+            before = 'the metrics row' if last == 'metrics.jsonl' else last[len('save '):]
             points += [(i, 'before', f'epoch {epoch - 1}: after {before}, before {target}'),
                        (i, 'during', f'epoch {epoch - 1}: inside the write of {target}'),
-                       (i + 1, 'before', f'epoch {epoch - 1}: {target} complete in its temporary, not renamed')]
-    first = events.index('save last.pth') + 1
-    return [p for p in points if p[0] > first]
+                       (renamed, 'before', f'epoch {epoch - 1}: {target} complete in its temporary, not renamed')]
+        if what == 'metrics.jsonl' or what.startswith('save '):
+            last = what
+    first = events.index('save last.pth')
+    return [(names[i], mode, what) for i, mode, what in points if i > first]
 
 
 def load(path):
