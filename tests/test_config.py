@@ -54,6 +54,18 @@ def test_range_checks():
         config.parse(image_size=16)
 
 
+def test_max_epoch_auto_trains_a_small_set_longer_and_keeps_the_demo_at_15_epochs():
+    assert config.parse().max_epoch == 0  # auto is the default
+    assert config.auto_epochs(1221) == 15  # the digits demo's training split
+    assert config.auto_epochs(490) == 37  # the suite's photos: 18,000 / 490 images, rounded up
+    assert config.auto_epochs(300) == 60 and config.auto_epochs(20) == 100 and config.auto_epochs(50000) == 15
+    with pytest.raises(config.ConfigError, match=r'--max-epoch must be 0 \(auto\) or at least 1, got -1'):
+        config.parse(max_epoch=-1)
+    with pytest.raises(config.ConfigError, match=r'--freeze-epochs must be within 0\.\.15'):
+        config.parse(freeze_epochs=16)  # auto trains at least 15 epochs
+    assert config.parse(freeze_epochs=15).max_epoch == 0
+
+
 def test_every_setting_has_a_help_line_and_survives_a_round_trip():
     for name, default, kind, text, group in config.settings():
         assert text and group, name

@@ -32,6 +32,19 @@ def test_one_epoch_learns_and_writes_both_checkpoints_config_classes_and_metrics
     assert len(rows) == 1 and rows[0]['val_acc'] >= 0.75  # chance is 1/3; this run gets 9 of 9 right
 
 
+def test_max_epoch_auto_is_resolved_from_the_training_set_and_recorded(tiny_data, tmp_path, monkeypatch, capsys):
+    # 30 training images; the rule's constants scaled down so that auto means 3 epochs here (18,000 images and
+    # 15..100 epochs make it 100 epochs of this tiny set)
+    monkeypatch.setattr(config, 'AUTO_IMAGES', 72)
+    monkeypatch.setattr(config, 'AUTO_EPOCHS', (1, 5))
+    cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path), run_name='r',
+                       **{**FAST, 'max_epoch': 0})
+    run_dir = engine.fit(cfg)
+    assert 'max_epoch: auto = 3 epochs for 24 training images' in capsys.readouterr().out  # 6 of 30 validate
+    assert json.load(open(os.path.join(run_dir, 'config.json')))['max_epoch'] == 3
+    assert len(open(os.path.join(run_dir, 'metrics.jsonl')).readlines()) == 3
+
+
 def test_same_seed_same_data_gives_the_same_metrics(tiny_data, tmp_path):
     rows = []
     for name in ('a', 'b'):

@@ -165,6 +165,10 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
     cfg.attention = models.resolve_attention(cfg.model, cfg.attention, cfg.pretrained_path, cfg.pretrained)
     cfg.normalize = transforms.normalize_name(cfg)
     train_set, val_set = loaders.build_train_val(cfg)
+    if not cfg.max_epoch:
+        cfg.max_epoch = config.auto_epochs(len(train_set))
+        print(f'max_epoch: auto = {cfg.max_epoch} epochs for {len(train_set)} training images (at least '
+              f'{config.AUTO_IMAGES} images seen, {config.AUTO_EPOCHS[0]}..{config.AUTO_EPOCHS[1]} epochs)')
     cfg.stem = models.resolve_stem(cfg.model, cfg.stem, cfg.image_size, cfg.pretrained_path, cfg.pretrained)
     classes = train_set.classes
     if resume is not None:
