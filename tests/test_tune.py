@@ -31,6 +31,9 @@ def test_two_trials_write_a_best_config_that_train_reruns(tiny_data, tmp_path, c
     out = capsys.readouterr().out
     rows = study_rows(tune_dir)
     assert [r['state'] for r in rows] == ['complete', 'complete'] and 'best_so_far' in rows[0] and 'lr' in rows[0]
+    # the first trial is the recipe train runs without tune: the defaults of every searched setting
+    assert (float(rows[0]['lr']), float(rows[0]['weight_decay']), rows[0]['hflip'], rows[0]['augment']) == \
+        (1e-3, 1e-4, 'False', 'basic')
     best = max(rows, key=lambda r: float(r['value']))
     path = os.path.join(tune_dir, 'best_config.json')
     settings = json.load(open(path))
@@ -44,6 +47,14 @@ def test_two_trials_write_a_best_config_that_train_reruns(tiny_data, tmp_path, c
     again = json.load(open(ck / 'rerun' / 'config.json'))
     differ = {k for k in trial_settings if again[k] != trial_settings[k]}
     assert differ == {'checkpoint_dir', 'run_name', 'n_trials'}, differ  # the recipe is the best trial's
+
+
+def test_the_first_trial_is_the_recipe_train_would_run_less_what_is_given():
+    cfg = config.parse(search_space='full', lr=0.01)  # --lr given: held fixed, not searched
+    first = tune.first_params(cfg, ('SqueezeNet', 'ResNet34'))
+    assert first == {'weight_decay': 1e-4, 'max_epoch': 0, 'hflip': False, 'augment': 'basic', 'jitter': 0.2,
+                     'erasing': 0.25, 'mix': 'mixup', 'mix_prob': 0.5, 'sampler': 'shuffle', 'loss': 'label_smooth',
+                     'stem': 'imagenet', 'model': 'ResNet34'}
 
 
 def test_two_processes_share_one_sqlite_study(tiny_data, tmp_path):

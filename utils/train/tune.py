@@ -21,7 +21,7 @@ from utils.io import write_csv, write_json
 from utils.dashboard.client import Visualizer
 
 WARMUP = 30  # percent of a trial's epochs before it may be pruned: early accuracy says little
-EPOCHS = (5, 10, 20, 40)
+EPOCHS = (0, 5, 10, 20, 40)  # 0 = auto, train's own budget (config.auto_epochs)
 STEMS = ('imagenet', 'small')  # searched once config.py has the `stem` setting (small-image ResNet stems)
 QUICK = (('lr', 'log', (3e-4, 1e-2)), ('weight_decay', 'log', (1e-5, 0.1)), ('max_epoch', 'choice', EPOCHS),
          ('hflip', 'choice', (False, True)), ('augment', 'choice', config.choices()['augment']))
@@ -43,9 +43,14 @@ def fitting_models(cfg, num_classes):
     return tuple(m for m in models.MODELS if size(m) <= budget)
 
 
+def held_fixed(cfg):
+    """The searched parameters the command line gave: each trial keeps them."""
+    return set(cfg.given) | ({'mix'} if {'mixup_prob', 'cutmix_prob'} & cfg.given else set())
+
+
 def suggest(trial, cfg, model_choices):
     """The settings `trial` tries: the preset's space less the settings given on the command line (held fixed)."""
-    fixed = set(cfg.given) | ({'mix'} if {'mixup_prob', 'cutmix_prob'} & cfg.given else set())
+    fixed = held_fixed(cfg)
     known = {name for name, *_ in config.settings()} | {'mix'}
     out = {}
     for name, kind, args in SPACES[cfg.search_space]:
@@ -59,6 +64,22 @@ def suggest(trial, cfg, model_choices):
     if mix is not None:
         prob = 0.0 if mix == 'none' else trial.suggest_float('mix_prob', 0.2, 1.0)
         out.update(mixup_prob=prob if mix == 'mixup' else 0.0, cutmix_prob=prob if mix == 'cutmix' else 0.0)
+    return out
+
+
+def first_params(cfg, model_choices):
+    """The searched parameters as `train` would run them without tune (the defaults): the first trial of a new
+    study, so that its best is never below the recipe it is meant to improve."""
+    fixed = held_fixed(cfg)
+    mix = 'cutmix' if cfg.cutmix_prob else 'mixup' if cfg.mixup_prob else 'none'
+    current = {**{name: getattr(cfg, name, None) for name, *_ in SPACES[cfg.search_space]}, 'mix': mix}
+    out = {}
+    for name, kind, args in SPACES[cfg.search_space]:
+        value = current[name]
+        if name not in fixed and (kind != 'choice' or value in (args or model_choices)):  # e.g. a timm/ model
+            out[name] = value
+    if out.get('mix', 'none') != 'none':
+        out['mix_prob'] = cfg.cutmix_prob or cfg.mixup_prob
     return out
 
 
@@ -174,6 +195,8 @@ def run(cfg):
             vis.plot('tune: validation accuracy per trial', [trial.value, mine['best_so_far'] or 0.0], trial.number,
                      xlabel='trial', legend=['trial', 'best so far'], markers=True)
 
+    if not study.trials:  # a new study starts from the recipe train runs; a shared one already has it
+        study.enqueue_trial(first_params(cfg, model_choices))
     started = time.time()
     study.optimize(objective, n_trials=cfg.n_trials or None, timeout=cfg.timeout or None, callbacks=[after_trial])
     rows = table(study)
