@@ -168,17 +168,29 @@ def table(rows, notes=()):
     return '\n'.join(lines + [''] + [f'- {n}' for n in notes])
 
 
-def verdicts(rows):
-    """Per dataset: do the defaults beat plain and rbf-svm on test, and how far are they from the reference."""
+def verdicts(rows, runs=()):
+    """Per dataset: do the defaults beat plain and rbf-svm on test (mean over seeds, and at how many of the seeds
+    both were run with), and how far are they from the reference."""
     by = {(r['dataset'], r['row']): r['test_acc'] for r in rows}
+    per_seed = {(r['dataset'], r['row'], r['seed']): r['test_acc'] for r in runs}
+
+    def seeds_won(dataset, other):
+        pairs = [(acc, per_seed[d, 'defaults', seed]) for (d, row, seed), acc in per_seed.items()
+                 if d == dataset and row == other and (d, 'defaults', seed) in per_seed]
+        if other == 'rbf-svm' or len(pairs) < 2:  # the SVM has no seed
+            return ''
+        return f', at {sum(mine > theirs for theirs, mine in pairs)} of {len(pairs)} seeds'
     lines = []
     for dataset in dict.fromkeys(r['dataset'] for r in rows):
         mine = by.get((dataset, 'defaults'))
         if mine is None:
             continue
         parts = [f'defaults {"beat" if mine > by[dataset, other] else "do not beat"} {other} '
-                 f'({100 * (mine - by[dataset, other]):+.1f})' for other in ('plain', 'rbf-svm')
-                 if (dataset, other) in by]
+                 f'({100 * (mine - by[dataset, other]):+.1f}{seeds_won(dataset, other)})'
+                 for other in ('plain', 'rbf-svm') if (dataset, other) in by]
+        if (dataset, 'tune') in by:
+            parts.append(f'tune {"beats" if by[dataset, "tune"] > mine else "does not beat"} the defaults '
+                         f'({100 * (by[dataset, "tune"] - mine):+.1f})')
         if (dataset, 'reference') in by:
             parts.append(f'{100 * (mine - by[dataset, "reference"]):+.1f} points from the reference')
         if parts:
@@ -237,7 +249,7 @@ def main(argv=None):
                     write_json({'runs': runs}, args.out)
     wanted = [r for r in runs if r['dataset'] in names and r['row'] in rows and r['seed'] in seeds]
     summary = summarize(wanted)
-    print('\n' + table(summary, notes + verdicts(summary)))
+    print('\n' + table(summary, notes + verdicts(summary, wanted)))
     return summary
 
 

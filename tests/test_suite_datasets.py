@@ -144,3 +144,13 @@ def test_quick_suite_prints_the_table(tmp_path):
     table = done.stdout[done.stdout.index('| dataset |'):]
     assert '| digits | rbf-svm |' in table and '| digits | defaults |' in table
     assert 'digits: defaults ' in table  # the verdict line against rbf-svm
+
+
+def test_verdicts_compare_the_means_and_count_the_seeds_won():
+    from benchmarks import suite
+    runs = [dict(dataset='photos', row=row, seed=seed, test_acc=acc, macro_f1=acc, val_acc=None, seconds=1.0)
+            for row, seed, acc in [('defaults', 0, 0.80), ('defaults', 1, 0.70), ('plain', 0, 0.75),
+                                   ('plain', 1, 0.72), ('rbf-svm', 0, 0.60), ('tune', 0, 0.78)]]
+    [line] = suite.verdicts(suite.summarize(runs), runs)
+    assert line == ('photos: defaults beat plain (+1.5, at 1 of 2 seeds); defaults beat rbf-svm (+15.0); '
+                    'tune beats the defaults (+3.0)')
