@@ -35,6 +35,11 @@ def test_two_trials_write_a_best_config_that_train_reruns(tiny_data, tmp_path, c
     assert (float(rows[0]['lr']), float(rows[0]['weight_decay']), rows[0]['hflip'], rows[0]['augment']) == \
         (1e-3, 1e-4, 'False', 'basic')
     best = max(rows, key=lambda r: float(r['value']))
+    # --keep-trials=best: only the best trial keeps its checkpoints; every trial keeps its config and metrics
+    other = next(r for r in rows if r['run'] != best['run'])
+    assert os.path.isfile(os.path.join(best['run'], 'best_model.pth'))
+    assert not [f for f in os.listdir(other['run']) if f.endswith('.pth')]
+    assert os.path.isfile(os.path.join(other['run'], 'metrics.jsonl'))
     path = os.path.join(tune_dir, 'best_config.json')
     settings = json.load(open(path))
     trial_settings = json.load(open(os.path.join(best['run'], 'config.json')))
@@ -75,7 +80,7 @@ def test_two_processes_share_one_sqlite_study(tiny_data, tmp_path):
 
 def test_a_pruned_trial_is_recorded_as_pruned_with_its_epochs_on_disk(tiny_data, tmp_path, capsys):
     cfg = config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path / 'ck'), n_trials=1,
-                       prune_below=1.01, **dict(FAST, max_epoch=3))
+                       prune_below=1.01, keep_trials='all', **dict(FAST, max_epoch=3))
     tune_dir = tune.run(cfg)
     [row] = study_rows(tune_dir)
     assert row['state'] == 'pruned' and row['best_so_far'] == ''
@@ -83,7 +88,7 @@ def test_a_pruned_trial_is_recorded_as_pruned_with_its_epochs_on_disk(tiny_data,
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED
     with open(os.path.join(row['run'], 'metrics.jsonl')) as f:
         assert len(f.readlines()) == 1  # stopped after the first epoch (33 % of 3 >= 30 %), which is complete
-    assert os.path.isfile(os.path.join(row['run'], 'last.pth'))
+    assert os.path.isfile(os.path.join(row['run'], 'last.pth'))  # --keep-trials=all keeps a pruned trial's too
     assert not os.path.exists(os.path.join(tune_dir, 'best_config.json'))
     assert 'no trial completed' in capsys.readouterr().out
 

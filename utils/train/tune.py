@@ -115,6 +115,19 @@ def open_study(cfg, url, classes):
     return study
 
 
+def drop_checkpoints(study, tune_dir):
+    """Remove the checkpoints (.pth) of the trials this tune ran (in tune_dir) that ended and are not the best
+    completed one; their config.json, metrics and logs stay."""
+    done = [t for t in study.trials if t.state.name == 'COMPLETE']
+    keep = study.best_trial.user_attrs.get('run_dir') if done else None
+    for t in study.trials:
+        run = t.user_attrs.get('run_dir', '')
+        if t.state.is_finished() and run != keep and os.path.dirname(run) == tune_dir and os.path.isdir(run):
+            for name in os.listdir(run):
+                if name.endswith('.pth'):
+                    os.remove(os.path.join(run, name))
+
+
 def table(study):
     """The study as rows: trial, state, value (the best validation accuracy; a pruned trial's at its stop), best
     so far (over completed trials), seconds, run directory, then one column per searched parameter."""
@@ -186,6 +199,8 @@ def run(cfg):
         return best[-1]
 
     def after_trial(study, trial):
+        if cfg.keep_trials == 'best':
+            drop_checkpoints(study, tune_dir)
         rows = table(study)
         write_csv(os.path.join(tune_dir, 'study.csv'), list(rows[0]) if rows else ['trial'], rows)
         mine = next(r for r in rows if r['trial'] == trial.number)
