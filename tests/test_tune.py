@@ -34,8 +34,9 @@ def test_two_trials_write_a_best_config_that_train_reruns(tiny_data, tmp_path, c
     # the first trial is the recipe train runs without tune: the defaults of every searched setting
     assert (float(rows[0]['lr']), float(rows[0]['weight_decay']), rows[0]['hflip'], rows[0]['augment']) == \
         (1e-3, 1e-4, 'False', 'basic')
-    best = max(rows, key=lambda r: float(r['value']))
-    # --keep-trials=best: only the best trial keeps its checkpoints; every trial keeps its config and metrics
+    number = int(out.split('chosen: trial ')[1].split(',')[0])  # the best, or train's recipe within one standard error
+    best = next(r for r in rows if int(r['trial']) == number)
+    # --keep-trials=best: only the chosen trial keeps its checkpoints; every trial keeps its config and metrics
     other = next(r for r in rows if r['run'] != best['run'])
     assert os.path.isfile(os.path.join(best['run'], 'best_model.pth'))
     assert not [f for f in os.listdir(other['run']) if f.endswith('.pth')]
@@ -60,6 +61,22 @@ def test_the_first_trial_is_the_recipe_train_would_run_less_what_is_given():
     assert first == {'weight_decay': 1e-4, 'max_epoch': 0, 'hflip': False, 'augment': 'basic', 'jitter': 0.2,
                      'erasing': 0.25, 'mix': 'mixup', 'mix_prob': 0.5, 'sampler': 'shuffle', 'loss': 'label_smooth',
                      'stem': 'imagenet', 'model': 'ResNet34'}
+
+
+def test_a_lead_within_one_standard_error_keeps_the_recipe_train_runs():
+    study = optuna.create_study(direction='maximize')
+    lr = {'lr': optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+
+    def add(value, **attrs):
+        study.add_trial(optuna.trial.create_trial(params={'lr': 1e-3}, distributions=lr, value=value,
+                                                  user_attrs=attrs))
+    add(0.92, recipe='train')
+    add(0.93)
+    chosen, se = tune.choose(study, 100)
+    assert chosen.number == 0 and se == pytest.approx(0.0271, abs=1e-4)  # one image of 100 is no evidence
+    assert tune.choose(study, 10000)[0].number == 1  # on 10,000 images one point is 3.7 standard errors
+    add(0.96)
+    assert tune.choose(study, 100)[0].number == 2  # 4 points > 2.7
 
 
 def test_two_processes_share_one_sqlite_study(tiny_data, tmp_path):

@@ -9,6 +9,7 @@ which several processes or machines share. Outputs: study.csv (updated after eve
 best_config.json (what `train --config=` reruns) and, with --vis, dashboard windows. docs/tune.md is the manual.
 """
 import json
+import math
 import os
 import time
 import warnings
@@ -115,11 +116,24 @@ def open_study(cfg, url, classes):
     return study
 
 
-def drop_checkpoints(study, tune_dir):
-    """Remove the checkpoints (.pth) of the trials this tune ran (in tune_dir) that ended and are not the best
-    completed one; their config.json, metrics and logs stay."""
+def choose(study, n_val):
+    """(trial, standard error): the trial best_config.json takes. The best completed trial, unless the first trial
+    -- train's own recipe -- is within one standard error of its accuracy on the n_val validation images (the
+    one-standard-error rule): a lead the validation split cannot tell from chance does not replace the recipe."""
+    best = study.best_trial
+    base = next((t for t in study.trials if t.state.name == 'COMPLETE' and t.user_attrs.get('recipe') == 'train'),
+                None)
+    if base is None or base.number == best.number:
+        return best, None
+    se = math.sqrt(base.value * (1 - base.value) / max(n_val, 1))
+    return (base if best.value - base.value <= se else best), se
+
+
+def drop_checkpoints(study, tune_dir, n_val):
+    """Remove the checkpoints (.pth) of the trials this tune ran (in tune_dir) that ended and are not the one
+    `choose` takes; their config.json, metrics and logs stay."""
     done = [t for t in study.trials if t.state.name == 'COMPLETE']
-    keep = study.best_trial.user_attrs.get('run_dir') if done else None
+    keep = choose(study, n_val)[0].user_attrs.get('run_dir') if done else None
     for t in study.trials:
         run = t.user_attrs.get('run_dir', '')
         if t.state.is_finished() and run != keep and os.path.dirname(run) == tune_dir and os.path.isdir(run):
@@ -169,7 +183,8 @@ def run(cfg):
     under the tune run directory; writes study.csv, importances.csv and best_config.json there and returns it."""
     import optuna
     cfg = loaders.resolve_roots(cfg)
-    classes = loaders.train_val_samples(cfg)[0]  # the data is readable before anything is written
+    classes, _, val = loaders.train_val_samples(cfg)  # the data is readable before anything is written
+    n_val = len(val)
     model_choices = fitting_models(cfg, len(classes)) if cfg.search_space == 'full' else ()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial of our own instead
     study = open_study(cfg, cfg.storage, classes) if cfg.storage else None
@@ -200,7 +215,7 @@ def run(cfg):
 
     def after_trial(study, trial):
         if cfg.keep_trials == 'best':
-            drop_checkpoints(study, tune_dir)
+            drop_checkpoints(study, tune_dir, n_val)
         rows = table(study)
         write_csv(os.path.join(tune_dir, 'study.csv'), list(rows[0]) if rows else ['trial'], rows)
         mine = next(r for r in rows if r['trial'] == trial.number)
@@ -211,7 +226,7 @@ def run(cfg):
                      xlabel='trial', legend=['trial', 'best so far'], markers=True)
 
     if not study.trials:  # a new study starts from the recipe train runs; a shared one already has it
-        study.enqueue_trial(first_params(cfg, model_choices))
+        study.enqueue_trial(first_params(cfg, model_choices), user_attrs={'recipe': 'train'})
     started = time.time()
     study.optimize(objective, n_trials=cfg.n_trials or None, timeout=cfg.timeout or None, callbacks=[after_trial])
     rows = table(study)
@@ -232,7 +247,13 @@ def run(cfg):
         print(f'no trial completed; nothing to select. Study table: {tune_dir}/study.csv')
         return tune_dir
     path = os.path.join(tune_dir, 'best_config.json')
-    write_json(best_config(cfg, study.best_trial), path)
-    print(f'best: trial {study.best_trial.number}, validation accuracy {study.best_value:.4f}; its settings: {path}\n'
+    chosen, se = choose(study, n_val)
+    write_json(best_config(cfg, chosen), path)
+    best = study.best_trial
+    if chosen.number != best.number:
+        print(f'best: trial {best.number}, validation accuracy {best.value:.4f}, within one standard error '
+              f'({se:.4f} on {n_val} validation images) of trial {chosen.number}, train\'s own recipe '
+              f'({chosen.value:.4f}): that recipe is kept')
+    print(f'chosen: trial {chosen.number}, validation accuracy {chosen.value:.4f}; its settings: {path}\n'
           f'train with them: python main.py train --config={path}')
     return tune_dir
