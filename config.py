@@ -262,8 +262,9 @@ class DefaultConfig:
                       'tune', choices=('median', 'halving', 'none'))
     prune_below: float = opt(0.0, 'tune: also stop a trial whose best validation accuracy is below this once 30 % of '
                              'its epochs are done (0 = off)', 'tune')
-    keep_trials: str = opt('best', 'tune: whose checkpoints (.pth) stay on disk: best (the best completed trial\'s; '
-                           'the others keep their config, metrics and logs: a trial of ResNet34 leaves ~0.5 GB) | all',
+    keep_trials: str = opt('best', 'tune: whose checkpoints (.pth) stay on disk: best (the trial best_config.json '
+                           'takes; the others keep their config, metrics and logs: a trial of ResNet34 leaves '
+                           '~0.5 GB) | all',
                            'tune', choices=('best', 'all'))
 
     def to_dict(self):
