@@ -139,7 +139,7 @@ def test_freeze_epochs_then_unfreeze_with_a_fresh_warmup_and_resume_across_the_s
 
 def test_backbone_lr_mult_gives_the_backbone_its_own_rate_through_the_schedule():
     model = models.build('SqueezeNet', 3)
-    cfg = config.parse(backbone_lr_mult=0.1, lr=0.01)
+    cfg = config.parse(backbone_lr_mult=0.1, lr=0.01, max_epoch=15)
     opt = build_optimizer(model, cfg)
     head = {id(p) for p in model.head.parameters()}
     schedule = build_scheduler(opt, cfg, 4)

@@ -210,7 +210,7 @@ def test_freeze_backbone_trains_only_the_head():
 def _toy(accum=1, clip=0.0, ema=False):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
-    cfg = config.parse(accum_steps=accum, clip_grad=clip, ema=ema, ema_decay=0.5)
+    cfg = config.parse(accum_steps=accum, clip_grad=clip, ema=ema, ema_decay=0.5, max_epoch=15)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = build_scheduler(opt, cfg, 1)
     return model, opt, tricks.Trainer(model, opt, schedule, cfg)
@@ -378,3 +378,10 @@ def test_the_choices_config_checks_are_what_the_registries_build():
     assert set(choices['sampler']) == set(SAMPLERS) and set(choices['loss']) == set(LOSSES)
     assert set(choices['optimizer']) == set(OPTIMIZERS) | {config.TIMM}
     assert set(choices['scheduler']) == set(SCHEDULERS)
+
+
+def test_a_schedule_of_unresolved_auto_epochs_is_refused_as_a_bug():
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r'max_epoch is still 0 \(auto\)'):
+        build_scheduler(opt, config.parse(), 4)  # engine.fit resolves it from the training set first
+    assert build_scheduler(opt, config.parse(), 4, epochs=3) is not None

@@ -151,7 +151,10 @@ def build_scheduler(optimizer, cfg, steps_per_epoch, epochs=None):
     name = cfg.scheduler.lower()
     if epochs is None and cfg.freeze_epochs:
         return Phases(optimizer, cfg, steps_per_epoch)
-    return SCHEDULERS[name](optimizer, cfg, steps_per_epoch, epochs or cfg.max_epoch)
+    epochs = epochs or cfg.max_epoch
+    if not epochs:  # --max-epoch=0 (auto) is resolved by engine.fit from the training set before this
+        raise ValueError('build_scheduler needs the epochs: max_epoch is still 0 (auto)')
+    return SCHEDULERS[name](optimizer, cfg, steps_per_epoch, epochs)
 
 
 class Phases(Schedule):

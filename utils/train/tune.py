@@ -96,7 +96,9 @@ def open_study(cfg, url, classes):
             break
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
             # two processes that open a new storage at once race to create its tables: the loser retries
-            if isinstance(e, sqlalchemy.exc.OperationalError) and 'already exists' in str(e) and attempt < 3:
+            raced = (isinstance(e, sqlalchemy.exc.OperationalError) and 'already exists' in str(e)
+                     or isinstance(e, sqlalchemy.exc.IntegrityError) and 'UNIQUE constraint' in str(e))
+            if raced and attempt < 3:  # the tables, or their alembic version row
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise config.UserError(f'cannot open --storage={url}: {str(e).splitlines()[0]}') from None
@@ -226,7 +228,7 @@ def run(cfg):
                      xlabel='trial', legend=['trial', 'best so far'], markers=True)
 
     if not study.trials:  # a new study starts from the recipe train runs; a shared one already has it
-        study.enqueue_trial(first_params(cfg, model_choices), user_attrs={'recipe': 'train'})
+        study.enqueue_trial(first_params(cfg, model_choices), user_attrs={'recipe': 'train'}, skip_if_exists=True)
     started = time.time()
     study.optimize(objective, n_trials=cfg.n_trials or None, timeout=cfg.timeout or None, callbacks=[after_trial])
     rows = table(study)
