@@ -154,3 +154,27 @@ def test_verdicts_compare_the_means_and_count_the_seeds_won():
     [line] = suite.verdicts(suite.summarize(runs), runs)
     assert line == ('photos: defaults beat plain (+1.5, at 1 of 2 seeds); defaults beat rbf-svm (+15.0); '
                     'tune beats the defaults (+3.0)')
+
+
+def test_near_chance_is_a_quarter_of_the_way_from_guessing_to_perfect():
+    from benchmarks.zoo import near_chance
+    assert near_chance(0.32, 10) and not near_chance(0.33, 10)  # 10 digits: chance 10 %, the line at 32.5 %
+    assert near_chance(0.26, 62) and not near_chance(0.27, 62)  # 62 glyphs: chance 1.6 %, the line at 26.2 %
+
+
+def test_zoo_trains_each_model_and_stem_marks_near_chance_and_drops_the_checkpoints(tmp_path):
+    out, work = tmp_path / 'zoo.json', tmp_path / 'work'
+    done = subprocess.run([sys.executable, 'benchmarks/zoo.py', '--models=SqueezeNet', '--stems=imagenet,small',
+                           '--datasets=digits', '--epochs=1', f'--out={out}', f'--data-root={tmp_path / "data"}',
+                           f'--work={work}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.load(open(out))['runs']
+    assert [(r['model'], r['stem'], r['classes'], r['epochs']) for r in runs] == [
+        ('SqueezeNet', 'imagenet', 10, 1), ('SqueezeNet', 'small', 10, 1)]
+    from benchmarks.zoo import near_chance
+    for r in runs:
+        run_dir = work / f'digits-SqueezeNet-{r["stem"]}-1ep-seed0'
+        assert json.load(open(run_dir / 'config.json'))['stem'] == r['stem']
+        assert (run_dir / 'test_metrics.json').exists() and not list(run_dir.glob('*.pth'))
+        cell = f'{100 * r["test_acc"]:.1f}' + (' *' if near_chance(r['test_acc'], 10) else '')
+        assert f'| SqueezeNet | {r["stem"]} | {cell} |' in done.stdout
