@@ -13,22 +13,11 @@ import os
 import sys
 
 import numpy as np
-from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks import datasets  # noqa: E402
-
-
-def thumbnails(root, size=16):
-    """(X, y): the images under root/<class>/ as size x size RGB arrays in 0..1, and their class indices."""
-    X, y = [], []
-    for i, name in enumerate(sorted(os.listdir(root))):
-        for file in sorted(os.listdir(os.path.join(root, name))):
-            with Image.open(os.path.join(root, name, file)) as im:
-                X.append(np.asarray(im.convert('RGB').resize((size, size), Image.BILINEAR), np.float32) / 255)
-            y.append(i)
-    return np.stack(X), np.array(y)
+from benchmarks.suite import pixels  # noqa: E402
 
 
 def flat(X):
@@ -38,8 +27,8 @@ def flat(X):
 def probe(folder):
     """{k: (accuracy, mirrored accuracy)} and the largest per-class recall drop (k = 1) on folder's val split."""
     from sklearn.neighbors import KNeighborsClassifier
-    Xt, yt = thumbnails(os.path.join(folder, 'train'))
-    Xv, yv = thumbnails(os.path.join(folder, 'val'))
+    Xt, yt = pixels(os.path.join(folder, 'train'), 16)
+    Xv, yv = pixels(os.path.join(folder, 'val'), 16)
     out, drop = {}, 0.0
     for k in (1, 5):
         knn = KNeighborsClassifier(k).fit(flat(Xt), yt)

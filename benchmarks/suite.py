@@ -76,15 +76,17 @@ def train_and_test(folder, settings, run_dir, log):
     return metrics['top1'], metrics['macro']['f1'], torch.load(best, weights_only=True)['best_metric']
 
 
-def pixels(root):
-    """(X, y): the images under root/<class>/ as flattened RGB pixels in 0..1, and their class indices."""
+def pixels(root, size=0):
+    """(X, y): the images under root/<class>/ as (N, H, W, 3) RGB arrays in 0..1 (resized to size x size,
+    bilinear, when size is given), and their class indices."""
     import numpy as np
     from PIL import Image
     X, y = [], []
     for k, name in enumerate(sorted(os.listdir(root))):
         for file in sorted(os.listdir(os.path.join(root, name))):
             with Image.open(os.path.join(root, name, file)) as img:
-                X.append(np.asarray(img.convert('RGB'), dtype=np.float32).ravel() / 255)
+                img = img.convert('RGB')
+                X.append(np.asarray(img.resize((size, size), Image.BILINEAR) if size else img, np.float32) / 255)
             y.append(k)
     return np.stack(X), np.array(y)
 
@@ -93,7 +95,8 @@ def rbf_svm(folder, quick):
     """SVC(rbf) on raw pixels, C and gamma chosen by validation accuracy: (test top-1, macro-F1, val top-1)."""
     from sklearn.metrics import f1_score
     from sklearn.svm import SVC
-    (X, y), (Xv, yv), (Xt, yt) = (pixels(os.path.join(folder, s)) for s in datasets.SPLITS)
+    (X, y), (Xv, yv), (Xt, yt) = ((x.reshape(len(x), -1), y) for x, y in
+                                  (pixels(os.path.join(folder, s)) for s in datasets.SPLITS))
     scale = 1.0 / (X.shape[1] * X.var())  # sklearn's gamma='scale'
     grid = [(10, scale)] if quick else [(c, g * scale) for c in (1, 10, 100) for g in (1 / 3, 1, 3)]
     val, c, g = max((SVC(C=c, gamma=g).fit(X, y).score(Xv, yv), c, g) for c, g in grid)
