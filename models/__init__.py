@@ -34,6 +34,12 @@ def resolve_attention(name, attention, pretrained_path='', pretrained='none'):
 
 SMALL_STEM_MODELS = ('AlexNet', 'SqueezeNet', 'ResNet34', 'ResNet101', 'ResNeSt50')
 SMALL_STEM_MAX_SIZE = 64  # stem auto: the small stem up to this image side, trained from scratch
+# stem auto takes the small form for these: their ImageNet forms leave a 32 px image at 1x1 before the last stages
+# and sit near chance there (24.7 / 35.8 % test on the digits after 10 epochs, the small forms 99 %:
+# benchmarks/zoo.py, docs/models.md), and the small form costs them 2-5x a small base. The ResNet family learns
+# with the ImageNet stem at 32 px (the suite's defaults, docs/suite.md) and its small form costs 5-10x the time, so
+# auto keeps imagenet there; --stem=small asks for it.
+SMALL_STEM_AUTO = ('AlexNet', 'SqueezeNet')
 
 
 def has_small_stem(name):
@@ -47,10 +53,11 @@ def has_small_stem(name):
 
 
 def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
-    """`stem` with 'auto' made concrete: small for a model that has it (`has_small_stem`) trained from scratch at
-    `image_size` <= 64 px, where the ImageNet stem's 4x downsampling leaves too few positions; imagenet otherwise
-    and with --pretrained weights, which were trained with it; starting from `pretrained_path`, the stem that
-    checkpoint of this toolkit was trained with (imagenet for other weights files and older checkpoints).
+    """`stem` with 'auto' made concrete: small for AlexNet and SqueezeNet (SMALL_STEM_AUTO) trained from scratch
+    at `image_size` <= 64 px, where their ImageNet forms' early downsampling leaves too few positions to learn from;
+    imagenet otherwise -- for the ResNet family, whose small form costs 5-10x the time, and with --pretrained
+    weights, which were trained with it; starting from `pretrained_path`, the stem that checkpoint of this toolkit
+    was trained with (imagenet for other weights files and older checkpoints).
     'auto' stays 'auto' while the image size is unknown (0). An explicit 'small' that the model or the weights
     cannot take is one UserError line."""
     from .layers.stem import STEMS
@@ -64,7 +71,7 @@ def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
             return str(stored_settings(pretrained_path).get('stem', config.LEGACY['stem']))
         if not image_size:
             return 'auto'  # decided once the image size is known
-        return 'small' if has_small_stem(name) and image_size <= SMALL_STEM_MAX_SIZE else 'imagenet'
+        return 'small' if name in SMALL_STEM_AUTO and image_size <= SMALL_STEM_MAX_SIZE else 'imagenet'
     if stem == 'small' and not has_small_stem(name):
         raise config.UserError(f'--stem=small works with the ResNet family, AlexNet and SqueezeNet, not {name}; '
                                f'use --stem=imagenet')

@@ -60,7 +60,7 @@ def test_the_first_trial_is_the_recipe_train_would_run_less_what_is_given():
     first = tune.first_params(cfg, ('SqueezeNet', 'ResNet34'))
     assert first == {'weight_decay': 1e-4, 'max_epoch': 0, 'hflip': False, 'augment': 'basic', 'jitter': 0.2,
                      'erasing': 0.25, 'mix': 'mixup', 'mix_prob': 0.5, 'sampler': 'shuffle', 'loss': 'label_smooth',
-                     'stem': 'imagenet', 'model': 'ResNet34'}
+                     'stem': 'auto', 'model': 'ResNet34'}
 
 
 def test_a_lead_within_one_standard_error_keeps_the_recipe_train_runs():

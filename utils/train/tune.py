@@ -23,7 +23,7 @@ from utils.dashboard.client import Visualizer
 
 WARMUP = 30  # percent of a trial's epochs before it may be pruned: early accuracy says little
 EPOCHS = (0, 5, 10, 20, 40)  # 0 = auto, train's own budget (config.auto_epochs)
-STEMS = ('imagenet', 'small')  # searched once config.py has the `stem` setting (small-image ResNet stems)
+STEMS = ('auto', 'imagenet', 'small')  # auto (the default, per model: models.resolve_stem) keeps train's recipe searchable
 QUICK = (('lr', 'log', (3e-4, 1e-2)), ('weight_decay', 'log', (1e-5, 0.1)), ('max_epoch', 'choice', EPOCHS),
          ('hflip', 'choice', (False, True)), ('augment', 'choice', config.choices()['augment']))
 TRICKS = QUICK + (('jitter', 'float', (0.0, 0.4)), ('erasing', 'float', (0.0, 0.5)),
