@@ -231,9 +231,9 @@ class DefaultConfig:
     stem: str = opt('auto', 'first layers of the ResNet family (timm resnet* / resnest* too), AlexNet and '
                     'SqueezeNet: imagenet (7x7 stride-2 convolution and max-pool; AlexNet 11x11 stride 4, SqueezeNet '
                     'stride 2) | small (3x3 stride-1 first convolution, no ResNet max-pool: the CIFAR form) | auto '
-                    '(small for AlexNet and SqueezeNet trained from scratch at image_size <= 64, whose ImageNet '
+                    '(small for AlexNet and SqueezeNet trained from scratch at image_size <= 96, whose ImageNet '
                     'forms stay near chance there; imagenet for the ResNet family, whose small form costs 5-10x the '
-                    'time, above 64 px and with --pretrained; with pretrained_path, what that checkpoint used: '
+                    'time, above 96 px and with --pretrained; with pretrained_path, what that checkpoint used: '
                     'docs/models.md)', 'model', choices=('auto', 'imagenet', 'small'))
     freeze_backbone: bool = opt(False, 'train only the final layer (fine-tuning local pretrained weights)', 'model')
     pretrained: str = opt('none', 'start from published weights: none | imagenet (the model family\'s ImageNet '

@@ -33,10 +33,10 @@ def resolve_attention(name, attention, pretrained_path='', pretrained='none'):
 
 
 SMALL_STEM_MODELS = ('AlexNet', 'SqueezeNet', 'ResNet34', 'ResNet101', 'ResNeSt50')
-SMALL_STEM_MAX_SIZE = 64  # stem auto: the small stem up to this image side, trained from scratch
+SMALL_STEM_MAX_SIZE = 96  # stem auto: the small stem up to this image side, trained from scratch (the suite's largest)
 # stem auto takes the small form for these: their ImageNet forms leave a 32 px image at 1x1 before the last stages
-# and sit near chance there (24.7 / 35.8 % test on the digits after 10 epochs, the small forms 99 %:
-# benchmarks/zoo.py, docs/models.md), and the small form costs them 2-5x a small base. The ResNet family learns
+# and sit near chance on the suite's datasets at 32-96 px (AlexNet 1.9-36.9 % test after 10 epochs, the small form
+# 50.0-99.2 %: benchmarks/zoo.py, docs/models.md), and the small form costs them 2-8x a small base. The ResNet family learns
 # with the ImageNet stem at 32 px (the suite's defaults, docs/suite.md) and its small form costs 5-10x the time, so
 # auto keeps imagenet there; --stem=small asks for it.
 SMALL_STEM_AUTO = ('AlexNet', 'SqueezeNet')
@@ -54,7 +54,7 @@ def has_small_stem(name):
 
 def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
     """`stem` with 'auto' made concrete: small for AlexNet and SqueezeNet (SMALL_STEM_AUTO) trained from scratch
-    at `image_size` <= 64 px, where their ImageNet forms' early downsampling leaves too few positions to learn from;
+    at `image_size` <= 96 px, where their ImageNet forms' early downsampling leaves too few positions to learn from;
     imagenet otherwise -- for the ResNet family, whose small form costs 5-10x the time, and with --pretrained
     weights, which were trained with it; starting from `pretrained_path`, the stem that checkpoint of this toolkit
     was trained with (imagenet for other weights files and older checkpoints).

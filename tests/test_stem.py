@@ -51,10 +51,10 @@ def test_the_small_stem_is_a_3x3_stride_1_convolution_without_max_pool():
         assert len(convs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in features.modules()) > 0
 
 
-def test_auto_is_small_for_alexnet_and_squeezenet_from_scratch_up_to_64_px_and_imagenet_otherwise():
+def test_auto_is_small_for_alexnet_and_squeezenet_from_scratch_up_to_96_px_and_imagenet_otherwise():
     for name in ('SqueezeNet', 'AlexNet'):  # their ImageNet forms stay near chance at 32 px (benchmarks/zoo.py)
-        assert [models.resolve_stem(name, 'auto', side) for side in (32, 64, 96, 224)] == \
-            ['small', 'small', 'imagenet', 'imagenet']
+        assert [models.resolve_stem(name, 'auto', side) for side in (32, 64, 96, 128, 224)] == \
+            ['small', 'small', 'small', 'imagenet', 'imagenet']
     assert models.resolve_stem('SqueezeNet', 'auto', 32, pretrained='imagenet') == 'imagenet'
     for name in ('ResNet34', 'ResNet101', 'ResNeSt50', 'timm/resnet18'):  # learns at 32 px; small costs 5-10x
         assert models.resolve_stem(name, 'auto', 32) == 'imagenet'
