@@ -73,7 +73,8 @@ def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
             return 'auto'  # decided once the image size is known
         return 'small' if name in SMALL_STEM_AUTO and image_size <= SMALL_STEM_MAX_SIZE else 'imagenet'
     if stem == 'small' and not has_small_stem(name):
-        raise config.UserError(f'--stem=small works with the ResNet family, AlexNet and SqueezeNet, not {name}; '
+        raise config.UserError(f'--stem=small works with the ResNet and EfficientNet families, AlexNet and '
+                               f'SqueezeNet, not {name}; '
                                f'use --stem=imagenet')
     if stem == 'small' and published:
         raise config.UserError(f'--pretrained={pretrained} weights were trained with the ImageNet stem; use '

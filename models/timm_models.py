@@ -8,12 +8,22 @@ import torch
 from .basic_module import BasicModule
 from .layers.stem import small_resnet_stem
 
-SMALL_STEM_MODULES = ('resnet', 'resnest')  # timm's modules whose models have a ResNet stem (conv1, maxpool)
+RESNET_MODULES = ('resnet', 'resnest')  # timm's modules whose models have a ResNet stem (conv1, maxpool)
+EFFICIENTNET_MODULES = ('efficientnet',)  # a stride-2 `conv_stem` (EfficientNet, MixNet, MnasNet ...)
 
 
 def has_small_stem(name):
-    """True when timm's model `name` is ResNet-like, so that stem 'small' applies (models/layers/stem.py)."""
-    return timm.models.is_model_in_modules(name, SMALL_STEM_MODULES)
+    """True when timm's model `name` has a small-image form (models/layers/stem.py): ResNet-like, or EfficientNet-like."""
+    return timm.models.is_model_in_modules(name, RESNET_MODULES + EFFICIENTNET_MODULES)
+
+
+def small_stem(name, net):
+    """timm's `net` (model `name`) in its small-image form, in place: a ResNet stem as small_resnet_stem makes it;
+    an EfficientNet-like `conv_stem` at stride 1 (its padding keeps the size at either stride)."""
+    if timm.models.is_model_in_modules(name, EFFICIENTNET_MODULES):
+        net.conv_stem.stride = (1, 1)
+        return net
+    return small_resnet_stem(net)
 
 
 class TimmModel(BasicModule):
@@ -33,7 +43,13 @@ def timm_model(num_classes, name, weights=None, stem='imagenet', **kwargs):
     its own key filters, the classifier reset for another class count)."""
     if weights is None:
         net = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        return TimmModel(small_resnet_stem(net) if stem == 'small' else net, num_classes)
+        # PyTorch's default initialisation of the classifier: timm's EfficientNet / MobileNet one is uniform in
+        # +-1/sqrt(classes), made for 1000; with 10 classes it starts the loss at ~6.5, not ln 10, and from scratch
+        # they stalled near chance (benchmarks/zoo.py)
+        for layer in net.get_classifier().modules():
+            if hasattr(layer, 'reset_parameters'):
+                layer.reset_parameters()
+        return TimmModel(small_stem(name, net) if stem == 'small' else net, num_classes)
     from .pretrained import ensure
     net = timm.create_model(weights.name[len('timm/'):], pretrained=True, num_classes=num_classes,
                             pretrained_cfg_overlay={'file': ensure(weights)}, **kwargs)

@@ -86,3 +86,15 @@ def test_only_a_damaged_or_foreign_file_reads_as_not_a_readable_checkpoint(tmp_p
 
 def test_the_model_names_config_checks_are_the_registry_s():
     assert list(config.MODEL_NAMES) == models.list_models()
+
+
+@pytest.mark.parametrize('name', ['EfficientNet-B0', 'SE-ResNeXt50_32x4d', 'timm/mobilenetv3_small_100'])
+def test_a_timm_model_from_scratch_starts_from_small_logits_whatever_the_class_count(name):
+    # timm initialises an EfficientNet classifier uniform in +-1/sqrt(classes), made for 1000: with 10 classes the
+    # logits start with a std of ~3.5 and the loss at ~6.5, not ln 10, and training from scratch stalled near chance
+    torch.manual_seed(0)
+    model = models.build(name, 10)
+    head = model.net.get_classifier()
+    assert head.weight.abs().max() <= 1 / head.in_features ** 0.5  # PyTorch's default initialisation
+    x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 10
+    assert torch.nn.functional.cross_entropy(model.train()(x), y) < 3.0  # ln 10 = 2.30

@@ -37,6 +37,17 @@ def test_each_family_keeps_four_times_the_positions_with_the_small_stem(name, st
     assert features[2:] == (expected, expected) and out == (2, 10)
 
 
+def test_the_small_efficientnet_has_its_first_convolution_at_stride_1_and_twice_the_side():
+    for name in ('EfficientNet-B0', 'timm/mixnet_s'):  # timm's efficientnet module
+        net = models.build(name, 10, stem='small').net
+        assert net.conv_stem.stride == (1, 1) and models.has_small_stem(name)
+    for side, (plain, small) in {32: (1, 2), 224: (7, 14)}.items():
+        with torch.device('meta'):
+            shapes = [models.build('EfficientNet-B0', 10, stem=stem).net.forward_features(torch.zeros(2, 3, side, side))
+                      .shape[2:] for stem in ('imagenet', 'small')]
+        assert shapes == [(plain, plain), (small, small)]
+
+
 def test_the_small_stem_is_a_3x3_stride_1_convolution_without_max_pool():
     for name in ('ResNet34', 'timm/resnet18'):
         net = models.build(name, 10, stem='small').net
@@ -59,7 +70,7 @@ def test_auto_is_small_for_alexnet_and_squeezenet_from_scratch_up_to_96_px_and_i
     for name in ('ResNet34', 'ResNet101', 'ResNeSt50', 'timm/resnet18'):  # learns at 32 px; small costs 5-10x
         assert models.resolve_stem(name, 'auto', 32) == 'imagenet'
         assert models.resolve_stem(name, 'small', 32) == 'small'  # on request
-    assert models.resolve_stem('EfficientNet-B0', 'auto', 32) == 'imagenet'  # it has no small form
+    assert models.resolve_stem('timm/mobilenetv3_small_100', 'auto', 32) == 'imagenet'  # it has no small form
     assert models.resolve_stem('SqueezeNet', 'auto', 0) == 'auto'  # decided once the image size is known
     assert models.resolve_stem('SqueezeNet', 'imagenet', 32) == 'imagenet'
     assert config.parse().stem == 'auto'  # the default
@@ -75,17 +86,19 @@ def test_auto_from_a_weights_file_takes_its_stem(tmp_path):
 
 
 def test_a_small_stem_the_model_or_the_weights_cannot_take_is_one_line():
-    with pytest.raises(config.UserError, match=r'^--stem=small works with the ResNet family, AlexNet and '
-                                               r'SqueezeNet, not EfficientNet-B0; use --stem=imagenet$'):
-        models.resolve_stem('EfficientNet-B0', 'small', 32)
+    with pytest.raises(config.UserError, match=r'^--stem=small works with the ResNet and EfficientNet families, '
+                                               r'AlexNet and SqueezeNet, not timm/mobilenetv3_small_100; use '
+                                               r'--stem=imagenet$'):
+        models.resolve_stem('timm/mobilenetv3_small_100', 'small', 32)
     with pytest.raises(config.UserError, match=r'trained with the ImageNet stem; use --stem=imagenet'):
         models.resolve_stem('ResNet34', 'small', 32, pretrained='imagenet')
 
 
 @pytest.mark.parametrize('args, message', [
     (['--stem=bogus'], "error: unknown --stem='bogus'; choose one of: auto, imagenet, small"),
-    (['--stem=small', '--model=EfficientNet-B0'], 'error: --stem=small works with the ResNet family, AlexNet and '
-                                                  'SqueezeNet, not EfficientNet-B0; use --stem=imagenet'),
+    (['--stem=small', '--model=timm/mobilenetv3_small_100'],
+     'error: --stem=small works with the ResNet and EfficientNet families, AlexNet and SqueezeNet, not '
+     'timm/mobilenetv3_small_100; use --stem=imagenet'),
 ])
 def test_a_bad_stem_stops_with_one_line_before_anything_is_written(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no data here: a late check would first write the digits demo
