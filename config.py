@@ -228,10 +228,11 @@ class DefaultConfig:
                          'auto (cbam for those two trained from scratch; with pretrained_path, what that checkpoint '
                          'of this toolkit used, none for other weights files; none for other models)', 'model',
                          choices=('auto', 'none', 'se', 'cbam'))
-    stem: str = opt('auto', 'first layers of the ResNet family (timm resnet* / resnest* too), AlexNet and '
-                    'SqueezeNet: imagenet (7x7 stride-2 convolution and max-pool; AlexNet 11x11 stride 4, SqueezeNet '
-                    'stride 2) | small (3x3 stride-1 first convolution, no ResNet max-pool: the CIFAR form) | auto '
-                    '(small for AlexNet and SqueezeNet trained from scratch at image_size <= 96, whose ImageNet '
+    stem: str = opt('auto', 'first layers of the ResNet family (timm resnet* / resnest* too), EfficientNet (timm '
+                    'efficientnet module), AlexNet and SqueezeNet: imagenet (as published: ResNet 7x7 stride-2 '
+                    'convolution and max-pool, EfficientNet stride 2, AlexNet 11x11 stride 4, SqueezeNet stride 2) | '
+                    'small (3x3 stride-1 first convolution, no ResNet max-pool: the CIFAR form) | auto (small for '
+                    'AlexNet, SqueezeNet and EfficientNet trained from scratch at image_size <= 96, whose ImageNet '
                     'forms stay near chance there; imagenet for the ResNet family, whose small form costs 5-10x the '
                     'time, above 96 px and with --pretrained; with pretrained_path, what that checkpoint used: '
                     'docs/models.md)', 'model', choices=('auto', 'imagenet', 'small'))

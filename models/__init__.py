@@ -34,11 +34,11 @@ def resolve_attention(name, attention, pretrained_path='', pretrained='none'):
 
 SMALL_STEM_MODELS = ('AlexNet', 'SqueezeNet', 'ResNet34', 'ResNet101', 'ResNeSt50')
 SMALL_STEM_MAX_SIZE = 96  # stem auto: the small stem up to this image side, trained from scratch (the suite's largest)
-# stem auto takes the small form for these: their ImageNet forms leave a 32 px image at 1x1 before the last stages
-# and sit near chance on the suite's datasets at 32-96 px (AlexNet 1.9-36.9 % test after 10 epochs, the small form
-# 50.0-99.2 %: benchmarks/zoo.py, docs/models.md), and the small form costs them 2-8x a small base. The ResNet family learns
-# with the ImageNet stem at 32 px (the suite's defaults, docs/suite.md) and its small form costs 5-10x the time, so
-# auto keeps imagenet there; --stem=small asks for it.
+# stem auto takes the small form for these, and for the EfficientNet family (`small_by_default`): their ImageNet forms
+# leave a 32 px image at 1x1 and sit near chance on the suite's datasets at 32-96 px (AlexNet 1.9-36.9 % test after
+# 10 epochs, the small form 50.0-99.2 %; EfficientNet-B0 55.3 % on the digits, the small form 91.4 %:
+# benchmarks/zoo.py, docs/models.md). The ResNet family learns with the ImageNet stem at 32 px (the suite's defaults)
+# and its small form costs 5-10x the time, so auto keeps imagenet there; --stem=small asks for it.
 SMALL_STEM_AUTO = ('AlexNet', 'SqueezeNet')
 
 
@@ -52,9 +52,19 @@ def has_small_stem(name):
     return timm_name(name) is not None and timm_has_small_stem(timm_name(name))
 
 
+def small_by_default(name):
+    """True for the models whose `stem` auto is small at small sizes: AlexNet, SqueezeNet and the EfficientNet family
+    (timm's efficientnet module)."""
+    name = canonical_name(name)
+    if name in SMALL_STEM_AUTO:
+        return True
+    from .timm_models import is_efficientnet
+    return timm_name(name) is not None and is_efficientnet(timm_name(name))
+
+
 def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
-    """`stem` with 'auto' made concrete: small for AlexNet and SqueezeNet (SMALL_STEM_AUTO) trained from scratch
-    at `image_size` <= 96 px, where their ImageNet forms' early downsampling leaves too few positions to learn from;
+    """`stem` with 'auto' made concrete: small for AlexNet, SqueezeNet and EfficientNet (`small_by_default`) trained
+    from scratch at `image_size` <= 96 px, where their ImageNet forms' early downsampling leaves too few positions to learn from;
     imagenet otherwise -- for the ResNet family, whose small form costs 5-10x the time, and with --pretrained
     weights, which were trained with it; starting from `pretrained_path`, the stem that checkpoint of this toolkit
     was trained with (imagenet for other weights files and older checkpoints).
@@ -71,7 +81,7 @@ def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
             return str(stored_settings(pretrained_path).get('stem', config.LEGACY['stem']))
         if not image_size:
             return 'auto'  # decided once the image size is known
-        return 'small' if name in SMALL_STEM_AUTO and image_size <= SMALL_STEM_MAX_SIZE else 'imagenet'
+        return 'small' if small_by_default(name) and image_size <= SMALL_STEM_MAX_SIZE else 'imagenet'
     if stem == 'small' and not has_small_stem(name):
         raise config.UserError(f'--stem=small works with the ResNet and EfficientNet families, AlexNet and '
                                f'SqueezeNet, not {name}; '

@@ -17,10 +17,15 @@ def has_small_stem(name):
     return timm.models.is_model_in_modules(name, RESNET_MODULES + EFFICIENTNET_MODULES)
 
 
+def is_efficientnet(name):
+    """True when timm's model `name` is EfficientNet-like (a stride-2 `conv_stem`)."""
+    return timm.models.is_model_in_modules(name, EFFICIENTNET_MODULES)
+
+
 def small_stem(name, net):
     """timm's `net` (model `name`) in its small-image form, in place: a ResNet stem as small_resnet_stem makes it;
     an EfficientNet-like `conv_stem` at stride 1 (its padding keeps the size at either stride)."""
-    if timm.models.is_model_in_modules(name, EFFICIENTNET_MODULES):
+    if is_efficientnet(name):
         net.conv_stem.stride = (1, 1)
         return net
     return small_resnet_stem(net)

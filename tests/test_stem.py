@@ -63,7 +63,7 @@ def test_the_small_stem_is_a_3x3_stride_1_convolution_without_max_pool():
 
 
 def test_auto_is_small_for_alexnet_and_squeezenet_from_scratch_up_to_96_px_and_imagenet_otherwise():
-    for name in ('SqueezeNet', 'AlexNet'):  # their ImageNet forms stay near chance at 32 px (benchmarks/zoo.py)
+    for name in ('SqueezeNet', 'AlexNet', 'EfficientNet-B3', 'timm/mixnet_s'):  # near chance at 32 px (zoo.py)
         assert [models.resolve_stem(name, 'auto', side) for side in (32, 64, 96, 128, 224)] == \
             ['small', 'small', 'small', 'imagenet', 'imagenet']
     assert models.resolve_stem('SqueezeNet', 'auto', 32, pretrained='imagenet') == 'imagenet'
