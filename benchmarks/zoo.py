@@ -6,8 +6,8 @@
 
 Each run is `python main.py train --model=M --stem=S --max-epoch=E` with the defaults otherwise (as subprocesses,
 through benchmarks/suite.py), then testforacc on the dataset's test split. A stem a model has no form of
-(`small` for EfficientNet and the timm ResNeXts) is skipped. Checkpoints are deleted once tested (--keep keeps
-them); logs stay.
+(`small` for a `timm/` model outside its resnet, resnest and efficientnet modules) is skipped. Checkpoints are
+deleted once tested (--keep keeps them); logs stay.
 
 Near chance: test top-1 below chance + NEAR_CHANCE x (1 - chance), chance being 1 / classes (10 % on digits,
 1.6 % on the 62 glyphs): a model that has learnt less than a quarter of the way from guessing to perfect.

@@ -64,10 +64,10 @@ def small_by_default(name):
 
 def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
     """`stem` with 'auto' made concrete: small for AlexNet, SqueezeNet and EfficientNet (`small_by_default`) trained
-    from scratch at `image_size` <= 96 px, where their ImageNet forms' early downsampling leaves too few positions to learn from;
-    imagenet otherwise -- for the ResNet family, whose small form costs 5-10x the time, and with --pretrained
-    weights, which were trained with it; starting from `pretrained_path`, the stem that checkpoint of this toolkit
-    was trained with (imagenet for other weights files and older checkpoints).
+    from scratch at `image_size` <= 96 px, where their ImageNet forms' early downsampling leaves too few positions
+    to learn from; imagenet otherwise -- for the ResNet family, whose small form costs 5-10x the time, and with
+    --pretrained weights, which were trained with it; starting from `pretrained_path`, the stem that checkpoint of
+    this toolkit was trained with (imagenet for other weights files and older checkpoints).
     'auto' stays 'auto' while the image size is unknown (0). An explicit 'small' that the model or the weights
     cannot take is one UserError line."""
     from .layers.stem import STEMS
@@ -84,8 +84,7 @@ def resolve_stem(name, stem, image_size, pretrained_path='', pretrained='none'):
         return 'small' if small_by_default(name) and image_size <= SMALL_STEM_MAX_SIZE else 'imagenet'
     if stem == 'small' and not has_small_stem(name):
         raise config.UserError(f'--stem=small works with the ResNet and EfficientNet families, AlexNet and '
-                               f'SqueezeNet, not {name}; '
-                               f'use --stem=imagenet')
+                               f'SqueezeNet, not {name}; use --stem=imagenet')
     if stem == 'small' and published:
         raise config.UserError(f'--pretrained={pretrained} weights were trained with the ImageNet stem; use '
                                f'--stem=imagenet (or auto)')

@@ -13,7 +13,7 @@ EFFICIENTNET_MODULES = ('efficientnet',)  # a stride-2 `conv_stem` (EfficientNet
 
 
 def has_small_stem(name):
-    """True when timm's model `name` has a small-image form (models/layers/stem.py): ResNet-like, or EfficientNet-like."""
+    """True when timm's model `name` has a small-image form (models/layers/stem.py): ResNet- or EfficientNet-like."""
     return timm.models.is_model_in_modules(name, RESNET_MODULES + EFFICIENTNET_MODULES)
 
 
