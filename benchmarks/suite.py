@@ -5,6 +5,7 @@ time, as a markdown table (mean ± sample sd over the seeds).
     python benchmarks/suite.py --datasets=photos,glyphs --rows=defaults,plain,rbf-svm --seeds=0,1,2
     python benchmarks/suite.py --quick --datasets=digits --rows=rbf-svm,defaults    # CI-sized: subsets, 1 epoch
     python benchmarks/suite.py --out=suite.json --resume          # run only what suite.json does not hold yet
+    python benchmarks/suite.py --rows=defaults,defaults+loss=ce,defaults+hflip=True   # ablations of the defaults
 
 Rows (nothing is chosen on the test split; the validation split chooses where anything is chosen):
   defaults   python main.py train, then testforacc, as subprocesses, with nothing but the data given
@@ -16,6 +17,9 @@ Rows (nothing is chosen on the test split; the validation split chooses where an
   reference  benchmarks/reference_small_data.py, a hand-written small-data recipe outside the toolkit
   tune       python main.py tune (when the toolkit has it) on the train and validation splits, then
              train --config=best_config.json; skipped with a note otherwise
+  defaults+KEY=VALUE[+KEY=VALUE...]
+             the defaults with these settings changed (an ablation); the ablation table under the main one gives
+             each such row's test top-1 minus the defaults' at the same seed, and the mean rank over the datasets
 """
 import argparse
 import json
@@ -30,12 +34,35 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks import datasets  # noqa: E402
 from benchmarks.tricks import BASELINE, RECIPE  # noqa: E402
+import config  # noqa: E402
 from config import UserError  # noqa: E402
 
 ROWS = ('defaults', 'plain', 'rbf-svm', 'writeup', 'reference', 'tune')
 TOOLKIT = {'defaults': {}, 'plain': BASELINE, 'writeup': {**BASELINE, **RECIPE}}
 QUICK_PER_CLASS = {'train': 8, 'val': 4, 'test': 6}
 TUNE_TIMEOUT = 1200  # seconds: a 20-minute budget
+VARIANT = 'defaults+'  # defaults+KEY=VALUE[+KEY=VALUE...]: the defaults with these settings changed
+
+
+def row_settings(row):
+    """The toolkit settings of `row`: TOOLKIT's, or the changes a variant row names ({} for other rows).
+    A variant row's settings are checked like the command line's: a bad one raises UserError."""
+    if not row.startswith(VARIANT):
+        return TOOLKIT.get(row, {})
+    pairs = row[len(VARIANT):].split('+')
+    if not all('=' in p and p.split('=', 1)[0] for p in pairs):
+        raise UserError(f'row {row!r}: a variant row is defaults+KEY=VALUE[+KEY=VALUE...], e.g. defaults+loss=ce')
+    settings = dict(p.split('=', 1) for p in pairs)
+    try:
+        config.parse(**settings)
+    except UserError as e:
+        raise UserError(f'row {row!r}: {e}') from None
+    return settings
+
+
+def row_order(row):
+    """Sort key of a row: the ROWS order, each variant after the defaults."""
+    return (ROWS.index('defaults'), row) if row.startswith(VARIANT) else (ROWS.index(row), '')
 
 
 def quick_subset(folder, out):
@@ -113,13 +140,13 @@ def has_tune():
 
 def run_row(row, folder, seed, work, quick):
     """One row on one dataset folder and seed: a result dict (test_acc, macro_f1, val_acc, seconds)."""
-    run_dir = os.path.join(work, f'{os.path.basename(folder)}-{row}-seed{seed}')
+    run_dir = os.path.join(work, f'{os.path.basename(folder)}-{row.replace("/", "_")}-seed{seed}')
     os.makedirs(work, exist_ok=True)
     log = run_dir + '.log'
     epochs = {'max_epoch': 1} if quick else {}
     start = time.time()
-    if row in TOOLKIT:
-        test, f1, val = train_and_test(folder, dict(TOOLKIT[row], seed=seed, **epochs), run_dir, log)
+    if row in TOOLKIT or row.startswith(VARIANT):
+        test, f1, val = train_and_test(folder, dict(row_settings(row), seed=seed, **epochs), run_dir, log)
     elif row == 'rbf-svm':
         test, f1, val = rbf_svm(folder, quick)
     elif row == 'reference':
@@ -144,7 +171,7 @@ def run_row(row, folder, seed, work, quick):
 def summarize(runs):
     """One row per (dataset, row), in the suite's order: mean and sample sd over its seeds of each figure."""
     groups = {}
-    for r in sorted(runs, key=lambda r: (list(datasets.DATASETS).index(r['dataset']), ROWS.index(r['row']))):
+    for r in sorted(runs, key=lambda r: (list(datasets.DATASETS).index(r['dataset']), row_order(r['row']))):
         groups.setdefault((r['dataset'], r['row']), []).append(r)
     rows = []
     for (dataset, row), mine in groups.items():
@@ -201,6 +228,47 @@ def verdicts(rows, runs=()):
     return lines
 
 
+def ablation(runs):
+    """The ablation table of the variant rows in `runs`: per dataset the defaults' test top-1 and each variant's
+    difference from it (means over the seeds both were run with), the mean difference, the datasets a variant
+    wins, and the mean rank over the datasets of the defaults and every variant (1 = best, from each row's mean
+    over its own seeds); '' without variants."""
+    variants = sorted({r['row'] for r in runs if r['row'].startswith(VARIANT)})
+    if not variants:
+        return ''
+    acc = {(r['dataset'], r['row'], r['seed']): r['test_acc'] for r in runs}
+    names = [d for d in datasets.DATASETS if any(dd == d and row in variants for dd, row, _ in acc)]
+    mean = {}  # (dataset, row): (row's mean, the defaults' mean) over the seeds both have
+    for d in names:
+        for v in variants:
+            seeds = sorted(s for (dd, vv, s) in acc if dd == d and vv == v and (d, 'defaults', s) in acc)
+            if seeds:
+                mean[d, v] = (statistics.fmean(acc[d, v, s] for s in seeds),
+                              statistics.fmean(acc[d, 'defaults', s] for s in seeds))
+    ranks = {}  # from each row's mean over its own seeds
+    for d in names:
+        scores = {row: statistics.fmean(a for (dd, rr, _), a in acc.items() if dd == d and rr == row)
+                  for row in ['defaults'] + variants if (d, row) in {(dd, rr) for (dd, rr, _) in acc}}
+        for row, score in scores.items():  # ties share the better rank
+            ranks.setdefault(row, []).append(1 + sum(other > score for other in scores.values()))
+
+    def rank(row):
+        return f'{statistics.fmean(ranks[row]):.1f}' if row in ranks else '--'
+    lines = ['| row | ' + ' | '.join(names) + ' | mean diff | datasets won | mean rank |',
+             '|---' * (len(names) + 4) + '|']
+    own = {d: [a for (dd, rr, _), a in acc.items() if dd == d and rr == 'defaults'] for d in names}
+    lines.append('| defaults (test top-1 %) | ' + ' | '.join(f'{100 * statistics.fmean(own[d]):.1f}' if own[d] else '--'
+                                                        for d in names) +
+                 f' | | | {rank("defaults")} |')
+    for v in variants:
+        diffs = {d: mean[d, v][0] - mean[d, v][1] for d in names if (d, v) in mean}
+        lines.append(f'| {v[len(VARIANT):]} | ' + ' | '.join(f'{100 * diffs[d]:+.1f}' if d in diffs else '--'
+                                                             for d in names) +
+                     f' | {100 * statistics.fmean(diffs.values()):+.1f} | {sum(x > 0 for x in diffs.values())} of '
+                     f'{len(diffs)} | {rank(v)} |')
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--datasets', default=','.join(datasets.DATASETS), help='comma-separated names')
@@ -215,10 +283,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     names = [n for n in args.datasets.split(',') if n]
     rows = [r for r in args.rows.split(',') if r]
-    bad = [n for n in names if n not in datasets.DATASETS] + [r for r in rows if r not in ROWS]
+    bad = [n for n in names if n not in datasets.DATASETS] + [r for r in rows if r not in ROWS and
+                                                               not r.startswith(VARIANT)]
     if bad:
         parser.error(f'unknown dataset(s) or row(s) {bad}; datasets: {", ".join(datasets.DATASETS)}; rows: '
-                     f'{", ".join(ROWS)}')
+                     f'{", ".join(ROWS)}, {VARIANT}KEY=VALUE[+KEY=VALUE...]')
+    try:
+        for row in rows:
+            row_settings(row)
+    except UserError as e:
+        parser.error(str(e))
     seeds = [int(s) for s in args.seeds.split(',')]
     data_root = args.data_root or datasets.default_root()
     work = args.work or os.path.join(data_root, 'runs', time.strftime('%Y%m%d-%H%M%S'))
@@ -253,6 +327,8 @@ def main(argv=None):
     wanted = [r for r in runs if r['dataset'] in names and r['row'] in rows and r['seed'] in seeds]
     summary = summarize(wanted)
     print('\n' + table(summary, notes + verdicts(summary, wanted)))
+    if ablation(wanted):
+        print('\nAblations: test top-1 points against the defaults at the same seeds\n\n' + ablation(wanted))
     return summary
 
 

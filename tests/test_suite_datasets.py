@@ -131,19 +131,23 @@ def test_datasets_cli_lists_every_dataset():
     assert [line.split()[0] for line in listed.splitlines()] == list(datasets.DATASETS)
 
 
-def test_quick_suite_prints_the_table(tmp_path):
+def test_quick_suite_prints_the_table_and_the_ablation_table(tmp_path):
     out = tmp_path / 'suite.json'
     done = subprocess.run([sys.executable, 'benchmarks/suite.py', '--quick', '--datasets=digits',
-                           '--rows=rbf-svm,defaults', f'--out={out}', f'--data-root={tmp_path / "data"}',
+                           '--rows=rbf-svm,defaults,defaults+loss=ce', f'--out={out}', f'--data-root={tmp_path / "data"}',
                            f'--work={tmp_path / "work"}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = json.load(open(out))['runs']
-    assert [(r['dataset'], r['row']) for r in runs] == [('digits', 'rbf-svm'), ('digits', 'defaults')]
+    assert [(r['dataset'], r['row']) for r in runs] == [('digits', 'rbf-svm'), ('digits', 'defaults'),
+                                                        ('digits', 'defaults+loss=ce')]
     assert runs[0]['test_acc'] > 0.5  # 8 digits a class are plenty for an SVM (chance: 0.1)
     assert os.path.exists(tmp_path / 'work' / 'digits-defaults-seed0' / 'test_metrics.json')
     table = done.stdout[done.stdout.index('| dataset |'):]
     assert '| digits | rbf-svm |' in table and '| digits | defaults |' in table
     assert 'digits: defaults ' in table  # the verdict line against rbf-svm
+    with open(tmp_path / 'work' / 'digits-defaults+loss=ce-seed0' / 'config.json') as f:
+        assert json.load(f)['loss'] == 'ce'  # the variant trained with its setting changed
+    assert '| loss=ce | ' in table[table.index('Ablations'):]
 
 
 def test_verdicts_compare_the_means_and_count_the_seeds_won():
@@ -178,3 +182,34 @@ def test_zoo_trains_each_model_and_stem_marks_near_chance_and_drops_the_checkpoi
         assert (run_dir / 'test_metrics.json').exists() and not list(run_dir.glob('*.pth'))
         cell = f'{100 * r["test_acc"]:.1f}' + (' *' if near_chance(r['test_acc'], 10) else '')
         assert f'| SqueezeNet | {r["stem"]} | {cell} |' in done.stdout
+
+
+def test_a_variant_row_is_the_defaults_with_its_settings_changed_and_checked_like_the_command_line():
+    from benchmarks import suite
+    assert suite.row_settings('defaults+loss=ce+mixup_prob=0') == {'loss': 'ce', 'mixup_prob': '0'}
+    assert suite.row_settings('defaults') == {}
+    for row, message in [('defaults+losss=ce', 'did you mean --loss'), ('defaults+loss=cee', 'choose one of'),
+                         ('defaults+loss', 'a variant row is')]:
+        with pytest.raises(UserError, match=message):
+            suite.row_settings(row)
+    done = subprocess.run([sys.executable, 'benchmarks/suite.py', '--rows=defaults,defaults+losss=ce'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.splitlines()[-1] == (
+        "suite.py: error: row 'defaults+losss=ce': unknown setting --losss; did you mean --loss?")
+
+
+def test_the_ablation_table_gives_each_variant_its_difference_from_the_defaults_and_the_mean_rank():
+    from benchmarks import suite
+    runs = [dict(dataset=d, row=row, seed=seed, test_acc=acc, macro_f1=acc, val_acc=None, seconds=1.0)
+            for d, row, seed, acc in [('digits', 'defaults', 0, 0.98), ('digits', 'defaults', 1, 0.96),
+                                      ('digits', 'defaults+loss=ce', 0, 0.95), ('digits', 'defaults+loss=ce', 1, 0.95),
+                                      ('digits', 'defaults+hflip=True', 0, 0.50),
+                                      ('photos', 'defaults', 0, 0.70), ('photos', 'defaults+loss=ce', 0, 0.72),
+                                      ('photos', 'defaults+hflip=True', 0, 0.80), ('photos', 'plain', 0, 0.9)]]
+    lines = suite.ablation(runs).splitlines()
+    assert lines[0] == '| row | digits | photos | mean diff | datasets won | mean rank |'
+    # digits: defaults 0.97 over seeds 0-1 against loss=ce's 0.95; hflip=True only at seed 0, against 0.98
+    assert lines[2] == '| defaults (test top-1 %) | 97.0 | 70.0 | | | 2.0 |'
+    assert lines[3] == '| hflip=True | -48.0 | +10.0 | -19.0 | 1 of 2 | 2.0 |'
+    assert lines[4] == '| loss=ce | -2.0 | +2.0 | +0.0 | 1 of 2 | 2.0 |'
+    assert suite.ablation([r for r in runs if '+' not in r['row']]) == ''
