@@ -116,6 +116,16 @@ def test_testforacc_adds_its_test_section_and_report_keeps_it(run):
     assert report_json(run['dir'])['test']['top1'] == pytest.approx(tested['top1'])
 
 
+def test_testforacc_with_html_report_false_writes_no_report(run, tmp_path):
+    quiet = tmp_path / 'quiet'
+    shutil.copytree(run['dir'], quiet, ignore=shutil.ignore_patterns(*REPORT_FILES, 'test_*', 'visdom.log'))
+    res = run_cli('testforacc', f'--data-root={run["data"] / "test"}', f'--load-path={quiet / "best_model.pth"}',
+                  '--num-workers=0', '--html-report=False')
+    assert res.returncode == 0, res.stderr
+    assert (quiet / 'test_metrics.json').exists()
+    assert not any((quiet / f).exists() for f in REPORT_FILES), 'testforacc wrote a report it was told not to'
+
+
 def test_report_works_on_a_run_that_has_none_of_the_report_files(run, tmp_path):
     old = tmp_path / 'old'
     shutil.copytree(run['dir'], old, ignore=shutil.ignore_patterns(*REPORT_FILES, 'test_*', 'visdom.log'))

@@ -415,7 +415,9 @@ def distribution(classes, splits):
 
 def add_test(cfg, dataset, result, badlog):
     """testforacc's hook: put the test evaluation it just made into the run's report, when it evaluated the run's
-    best_model.pth as the report describes it (no --tta, softmax head)."""
+    best_model.pth as the report describes it (no --tta, softmax head); nothing with --html-report=False."""
+    if not cfg.html_report:
+        return None
     run_dir = os.path.dirname(os.path.abspath(cfg.load_path))
     if not all(os.path.isfile(os.path.join(run_dir, f)) for f in RUN_FILES):
         return None  # a checkpoint outside a run folder
