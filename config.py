@@ -95,8 +95,8 @@ class DefaultConfig:
     use_gpu: bool = opt(False, 'train on CUDA when available (otherwise one warning and the CPU)', 'run')
     print_freq: int = opt(20, 'log the training loss every N iterations', 'run')
     html_report: bool = opt(True, 'at the end of train, write checkpoints/<run>/report.html (curves, confusion, '
-                            'per-class table, image mosaics, worst mistakes with Grad-CAM), and testforacc adds its test section to '
-                            'it; False: neither', 'run')
+                            'per-class table, image mosaics, worst mistakes with Grad-CAM), and testforacc adds its '
+                            'test section to it; False: neither', 'run')
 
     # --- dashboard
     vis: bool = opt(True, 'stream curves to a visdom server when one answers', 'dashboard')

@@ -233,35 +233,32 @@ def ablation(runs):
     difference from it (means over the seeds both were run with), the mean difference, the datasets a variant
     wins, and the mean rank over the datasets of the defaults and every variant (1 = best, from each row's mean
     over its own seeds); '' without variants."""
-    variants = sorted({r['row'] for r in runs if r['row'].startswith(VARIANT)})
+    by = {}  # (dataset, row): {seed: test top-1}
+    for r in runs:
+        by.setdefault((r['dataset'], r['row']), {})[r['seed']] = r['test_acc']
+    variants = sorted({row for _, row in by if row.startswith(VARIANT)})
     if not variants:
         return ''
-    acc = {(r['dataset'], r['row'], r['seed']): r['test_acc'] for r in runs}
-    names = [d for d in datasets.DATASETS if any(dd == d and row in variants for dd, row, _ in acc)]
-    mean = {}  # (dataset, row): (row's mean, the defaults' mean) over the seeds both have
+    names = [d for d in datasets.DATASETS if any((d, v) in by for v in variants)]
+
+    def diff(d, v):  # the variant's mean minus the defaults', over the seeds both ran; None without such seeds
+        seeds = by.get((d, v), {}).keys() & by.get((d, 'defaults'), {}).keys()
+        return statistics.fmean(by[d, v][s] - by[d, 'defaults'][s] for s in seeds) if seeds else None
+    ranks = {}  # from each row's mean over its own seeds; ties share the better rank
     for d in names:
-        for v in variants:
-            seeds = sorted(s for (dd, vv, s) in acc if dd == d and vv == v and (d, 'defaults', s) in acc)
-            if seeds:
-                mean[d, v] = (statistics.fmean(acc[d, v, s] for s in seeds),
-                              statistics.fmean(acc[d, 'defaults', s] for s in seeds))
-    ranks = {}  # from each row's mean over its own seeds
-    for d in names:
-        scores = {row: statistics.fmean(a for (dd, rr, _), a in acc.items() if dd == d and rr == row)
-                  for row in ['defaults'] + variants if (d, row) in {(dd, rr) for (dd, rr, _) in acc}}
-        for row, score in scores.items():  # ties share the better rank
+        scores = {row: statistics.fmean(by[d, row].values()) for row in ['defaults'] + variants if (d, row) in by}
+        for row, score in scores.items():
             ranks.setdefault(row, []).append(1 + sum(other > score for other in scores.values()))
 
     def rank(row):
         return f'{statistics.fmean(ranks[row]):.1f}' if row in ranks else '--'
     lines = ['| row | ' + ' | '.join(names) + ' | mean diff | datasets won | mean rank |',
-             '|---' * (len(names) + 4) + '|']
-    own = {d: [a for (dd, rr, _), a in acc.items() if dd == d and rr == 'defaults'] for d in names}
-    lines.append('| defaults (test top-1 %) | ' + ' | '.join(f'{100 * statistics.fmean(own[d]):.1f}' if own[d] else '--'
-                                                        for d in names) +
-                 f' | | | {rank("defaults")} |')
+             '|---' * (len(names) + 4) + '|',
+             '| defaults (test top-1 %) | ' + ' | '.join(f'{100 * statistics.fmean(by[d, "defaults"].values()):.1f}'
+                                                        if (d, 'defaults') in by else '--' for d in names) +
+             f' | | | {rank("defaults")} |']
     for v in variants:
-        diffs = {d: mean[d, v][0] - mean[d, v][1] for d in names if (d, v) in mean}
+        diffs = {d: diff(d, v) for d in names if diff(d, v) is not None}
         lines.append(f'| {v[len(VARIANT):]} | ' + ' | '.join(f'{100 * diffs[d]:+.1f}' if d in diffs else '--'
                                                              for d in names) +
                      f' | {100 * statistics.fmean(diffs.values()):+.1f} | {sum(x > 0 for x in diffs.values())} of '
@@ -327,8 +324,9 @@ def main(argv=None):
     wanted = [r for r in runs if r['dataset'] in names and r['row'] in rows and r['seed'] in seeds]
     summary = summarize(wanted)
     print('\n' + table(summary, notes + verdicts(summary, wanted)))
-    if ablation(wanted):
-        print('\nAblations: test top-1 points against the defaults at the same seeds\n\n' + ablation(wanted))
+    ablations = ablation(wanted)
+    if ablations:
+        print('\nAblations: test top-1 points against the defaults at the same seeds\n\n' + ablations)
     return summary
 
 
