@@ -72,8 +72,9 @@ def test_a_lead_within_one_standard_error_keeps_the_recipe_train_runs():
                                                   user_attrs=attrs))
     add(0.92, recipe='train')
     add(0.93)
-    chosen, se = tune.choose(study, 100)
+    chosen, best, se = tune.choose(study, 100)
     assert chosen.number == 0 and se == pytest.approx(0.0271, abs=1e-4)  # one image of 100 is no evidence
+    assert best.number == 1  # the lead it weighed, from the same reading of the study: what tune prints
     assert tune.choose(study, 10000)[0].number == 1  # on 10,000 images one point is 3.7 standard errors
     add(0.96)
     assert tune.choose(study, 100)[0].number == 2  # 4 points > 2.7

@@ -119,16 +119,17 @@ def open_study(cfg, url, classes):
 
 
 def choose(study, n_val):
-    """(trial, standard error): the trial best_config.json takes. The best completed trial, unless the first trial
-    -- train's own recipe -- is within one standard error of its accuracy on the n_val validation images (the
-    one-standard-error rule): a lead the validation split cannot tell from chance does not replace the recipe."""
-    best = study.best_trial
-    base = next((t for t in study.trials if t.state.name == 'COMPLETE' and t.user_attrs.get('recipe') == 'train'),
-                None)
+    """(chosen, best, standard error), from one reading of the study (other processes may add trials meanwhile):
+    the trial best_config.json takes is the best completed trial, unless the first trial -- train's own recipe --
+    is within one standard error of its accuracy on the n_val validation images (the one-standard-error rule): a
+    lead the validation split cannot tell from chance does not replace the recipe."""
+    trials = [t for t in study.trials if t.state.name == 'COMPLETE']
+    best = max(trials, key=lambda t: t.value)  # the first of equals
+    base = next((t for t in trials if t.user_attrs.get('recipe') == 'train'), None)
     if base is None or base.number == best.number:
-        return best, None
+        return best, best, None
     se = math.sqrt(base.value * (1 - base.value) / max(n_val, 1))
-    return (base if best.value - base.value <= se else best), se
+    return (base if best.value - base.value <= se else best), best, se
 
 
 def drop_checkpoints(study, tune_dir, n_val):
@@ -249,9 +250,8 @@ def run(cfg):
         print(f'no trial completed; nothing to select. Study table: {tune_dir}/study.csv')
         return tune_dir
     path = os.path.join(tune_dir, 'best_config.json')
-    chosen, se = choose(study, n_val)
+    chosen, best, se = choose(study, n_val)
     write_json(best_config(cfg, chosen), path)
-    best = study.best_trial
     if chosen.number != best.number:
         print(f'best: trial {best.number}, validation accuracy {best.value:.4f}, within one standard error '
               f'({se:.4f} on {n_val} validation images) of trial {chosen.number}, train\'s own recipe '
