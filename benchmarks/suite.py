@@ -266,6 +266,27 @@ def ablation(runs):
     return '\n'.join(lines)
 
 
+def read_runs(out, resume, error):
+    """Every run the JSON file `out` holds, to add to with --resume ([] when there is none). An existing file
+    without --resume is refused through error(message) before any run: rewriting it would lose its runs."""
+    if not out or not os.path.exists(out):
+        return []
+    if not resume:
+        error(f'{out} already holds runs; give --resume to add to them, or another --out')
+    with open(out) as f:
+        return json.load(f)['runs']
+
+
+def record(result, runs, out):
+    """Add one finished run: appended to runs, printed as a JSON line, and `out` rewritten (atomically) with every
+    run, those of other settings too."""
+    from utils.io import write_json
+    runs.append(result)
+    print(json.dumps(result), flush=True)
+    if out:
+        write_json({'runs': runs}, out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--datasets', default=','.join(datasets.DATASETS), help='comma-separated names')
@@ -297,11 +318,8 @@ def main(argv=None):
     if 'tune' in rows and not has_tune():
         rows.remove('tune')
         notes.append('tune: skipped, `python main.py help` lists no tune command yet')
-    runs = []
-    if args.resume and args.out and os.path.exists(args.out):
-        with open(args.out) as f:
-            runs = [r for r in json.load(f)['runs'] if r['quick'] == args.quick]
-    done = {(r['dataset'], r['row'], r['seed']) for r in runs}
+    runs = read_runs(args.out, args.resume, parser.error)  # all kept; --quick runs and full ones never mix
+    done = {(r['dataset'], r['row'], r['seed']) for r in runs if r['quick'] == args.quick}
     try:  # every dataset is there before the first run starts
         folders = {name: datasets.build(name, data_root) for name in names}
     except UserError as e:
@@ -314,14 +332,10 @@ def main(argv=None):
             for seed in seeds:
                 if (name, row, seed) in done:
                     continue
-                result = dict(dataset=name, row=row, seed=seed, quick=args.quick,
-                              **run_row(row, folder, seed, work, args.quick))
-                runs.append(result)
-                print(json.dumps(result), flush=True)
-                if args.out:
-                    from utils.io import write_json
-                    write_json({'runs': runs}, args.out)
-    wanted = [r for r in runs if r['dataset'] in names and r['row'] in rows and r['seed'] in seeds]
+                record(dict(dataset=name, row=row, seed=seed, quick=args.quick,
+                            **run_row(row, folder, seed, work, args.quick)), runs, args.out)
+    wanted = [r for r in runs if r['dataset'] in names and r['row'] in rows and r['seed'] in seeds
+              and r['quick'] == args.quick]
     summary = summarize(wanted)
     print('\n' + table(summary, notes + verdicts(summary, wanted)))
     ablations = ablation(wanted)

@@ -14,7 +14,6 @@ Near chance: test top-1 below chance + NEAR_CHANCE x (1 - chance), chance being 
 """
 import argparse
 import glob
-import json
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks import datasets  # noqa: E402
-from benchmarks.suite import train_and_test  # noqa: E402
+from benchmarks.suite import read_runs, record, train_and_test  # noqa: E402
 
 NEAR_CHANCE = 0.25
 
@@ -68,11 +67,8 @@ def main(argv=None):
         p.error(f'unknown dataset(s) or model(s) {bad}')
     data_root = args.data_root or datasets.default_root()
     work = args.work or os.path.join(data_root, 'zoo', time.strftime('%Y%m%d-%H%M%S'))
+    runs = read_runs(args.out, args.resume, p.error)
     os.makedirs(work, exist_ok=True)
-    runs = []
-    if args.resume and args.out and os.path.exists(args.out):
-        with open(args.out) as f:
-            runs = json.load(f)['runs']
     done = {(r['dataset'], r['model'], r['stem'], r['epochs'], r['seed']) for r in runs}
     folders = {name: datasets.build(name, data_root) for name in names}
     for name in names:
@@ -93,11 +89,7 @@ def main(argv=None):
                 if not args.keep:
                     for file in glob.glob(os.path.join(run_dir, '*.pth')):
                         os.remove(file)
-                runs.append(result)
-                print(json.dumps(result), flush=True)
-                if args.out:
-                    from utils.io import write_json
-                    write_json({'runs': runs}, args.out)
+                record(result, runs, args.out)
     mine = [r for r in runs if r['dataset'] in names and r['model'] in wanted and r['epochs'] == args.epochs
             and r['seed'] == args.seed]
     print(f'\ntest top-1 %, {args.epochs or "auto"} epochs, seed {args.seed}; * = near chance\n')

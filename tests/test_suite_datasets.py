@@ -213,3 +213,24 @@ def test_the_ablation_table_gives_each_variant_its_difference_from_the_defaults_
     assert lines[3] == '| hflip=True | -48.0 | +10.0 | -19.0 | 1 of 2 | 2.0 |'
     assert lines[4] == '| loss=ce | -2.0 | +2.0 | +0.0 | 1 of 2 | 2.0 |'
     assert suite.ablation([r for r in runs if '+' not in r['row']]) == ''
+
+
+def test_an_out_file_is_refused_without_resume_and_keeps_every_run_with_it(tmp_path):
+    """A --quick --resume run used to rewrite --out with the quick runs alone, and any run without --resume
+    rewrote it from nothing: the full runs it held were lost."""
+    out, work = tmp_path / 'suite.json', tmp_path / 'work'
+    full = dict(dataset='digits', row='defaults', seed=0, quick=False, test_acc=0.99, macro_f1=0.99, val_acc=0.99,
+                seconds=90.0)
+    out.write_text(json.dumps({'runs': [full]}))
+    before = out.read_bytes()
+    args = [sys.executable, 'benchmarks/suite.py', '--quick', '--datasets=digits', '--rows=rbf-svm', f'--out={out}',
+            f'--data-root={tmp_path / "data"}', f'--work={work}']
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stderr.splitlines()[-1] == (
+        f'suite.py: error: {out} already holds runs; give --resume to add to them, or another --out')
+    assert out.read_bytes() == before and not work.exists() and not (tmp_path / 'data').exists()
+    done = subprocess.run(args + ['--resume'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.load(open(out))['runs']
+    assert runs[0] == full and [(r['row'], r['quick']) for r in runs[1:]] == [('rbf-svm', True)]
+    assert '| digits | defaults |' not in done.stdout  # the table is of --quick runs only
