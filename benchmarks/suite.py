@@ -36,6 +36,7 @@ from benchmarks import datasets  # noqa: E402
 from benchmarks.tricks import BASELINE, RECIPE  # noqa: E402
 import config  # noqa: E402
 from config import UserError  # noqa: E402
+from utils.io import write_json  # noqa: E402
 
 ROWS = ('defaults', 'plain', 'rbf-svm', 'writeup', 'reference', 'tune')
 TOOLKIT = {'defaults': {}, 'plain': BASELINE, 'writeup': {**BASELINE, **RECIPE}}
@@ -280,7 +281,6 @@ def read_runs(out, resume, error):
 def record(result, runs, out):
     """Add one finished run: appended to runs, printed as a JSON line, and `out` rewritten (atomically) with every
     run, those of other settings too."""
-    from utils.io import write_json
     runs.append(result)
     print(json.dumps(result), flush=True)
     if out:
