@@ -259,7 +259,7 @@ def ablation(runs):
                                                         if (d, 'defaults') in by else '--' for d in names) +
              f' | | | {rank("defaults")} |']
     for v in variants:
-        diffs = {d: diff(d, v) for d in names if diff(d, v) is not None}
+        diffs = {d: x for d in names if (x := diff(d, v)) is not None}
         lines.append(f'| {v[len(VARIANT):]} | ' + ' | '.join(f'{100 * diffs[d]:+.1f}' if d in diffs else '--'
                                                              for d in names) +
                      f' | {100 * statistics.fmean(diffs.values()):+.1f} | {sum(x > 0 for x in diffs.values())} of '
