@@ -11,12 +11,13 @@ import math
 from dataclasses import dataclass, field
 
 
-def opt(default, help, group='general', choices=(), auto=False):
+def opt(default, help, group='general', choices=(), auto=False, kind=None):
     """A setting: its default, a one-line help, the group `help` lists it under, for a setting that names one
-    of a few values those `choices` (see `check_choice`), and whether it also takes the word 'auto' beside values
-    of its type (`auto`, see `parse`)."""
+    of a few values those `choices` (see `check_choice`), whether it also takes the word 'auto' beside values
+    of its type (`auto`, see `parse`), and that type when the default is 'auto' (`kind`)."""
     kw = {'default_factory': lambda: default} if isinstance(default, list) else {'default': default}
-    return field(metadata={'help': help, 'group': group, 'choices': tuple(choices), 'auto': auto}, **kw)
+    return field(metadata={'help': help, 'group': group, 'choices': tuple(choices), 'auto': auto,
+                           'kind': kind or type(default)}, **kw)
 
 
 # The model registry's names (models.MODELS; a test keeps the two equal), listed here so that parsing and `help`
@@ -28,8 +29,10 @@ TIMM = 'timm/<name>'  # a choice that takes any name timm knows after its prefix
 TTA = ('none', 'hflip', 'vflip', 'd4', 'five_crop', 'ten_crop', 'multiscale')
 
 
-@dataclass
+@dataclass(frozen=True)
 class DefaultConfig:
+    """What the user asked: every setting, 'auto' kept, as `parse` checked it; frozen (a run's decisions go into
+    its Plan, below). `given` names the settings the command line or a --config file set."""
     # --- data
     train_data_root: str = opt('./data/train', 'training images, one sub-folder per class (sorted names are the '
                                'class order); when absent and not given, the bundled digits demo is used', 'data')
@@ -89,7 +92,9 @@ class DefaultConfig:
     # --- runs and checkpoints
     checkpoint_dir: str = opt('./checkpoints', 'where run directories are created', 'run')
     run_name: str = opt('', 'run directory name under checkpoint_dir; empty = <model>-<date>-<time>', 'run')
-    load_path: str = opt('', 'checkpoint to evaluate (val, testforacc)', 'run')
+    load_path: str = opt('', 'the model that val, testforacc, predict, svm, export, pseudo, hard and explain read: '
+                         'a checkpoint (.pth) written by train, or for val / testforacc / predict a file written by '
+                         'export (.onnx, .torchscript)', 'run')
     resume: str = opt('', 'last.pth of an interrupted run: continue it (epoch, optimizer, scheduler, best metric)',
                       'run')
     use_gpu: bool = opt(False, 'train on CUDA when available (otherwise one warning and the CPU)', 'run')
@@ -124,8 +129,8 @@ class DefaultConfig:
     fusion: str = opt('soft', 'ensemble: the method whose predictions --output gets', 'inference',
                       choices=('soft', 'hard', 'stacking'))
     kfold: int = opt(0, 'train on a stratified, seeded k-fold split of train_data_root: K folds (0 = off); the '
-                     'held-out fold is the validation split', 'inference')
-    fold: int = opt(0, 'which fold (0..kfold-1) is held out as the validation split', 'inference')
+                     'held-out fold is the validation split', 'data')
+    fold: int = opt(0, 'which fold (0..kfold-1) is held out as the validation split', 'data')
     # --- data quality: analyze, clean, manifests, pseudo-labels, hard examples
     manifest: str = opt('', 'CSV manifest (path,label[,split]; paths relative to its folder) used instead of '
                         'train_data_root; its val rows are the validation split', 'data quality')
@@ -208,14 +213,17 @@ class DefaultConfig:
                             choices=('none', 'inverse', 'sqrt_inverse', 'effective_number'))
     cb_beta: float = opt(0.999, 'beta of the effective_number class weights', 'balance')
     lb_pos: float = opt(0.9, 'label_smooth / joint: target probability of the true class', 'optim')
-    lb_neg: str = opt('auto', 'label_smooth / joint: target probability of every other class: auto = (1 - lb_pos) / '
-                      '(classes - 1), a distribution that smooths alike at any class count; or a number (the '
-                      'write-up\'s 0.005: with lb_pos 0.9 the target sums to 1 only at 21 classes)', 'optim')
+    lb_neg: float = opt('auto', 'label_smooth / joint: target probability of every other class: auto = (1 - lb_pos) '
+                        '/ (classes - 1), a distribution that smooths alike at any class count; or a number (the '
+                        'write-up\'s 0.005: with lb_pos 0.9 the target sums to 1 only at 21 classes)', 'optim',
+                        auto=True, kind=float)
     joint_weights: list = opt(['0.5', '0.5'], 'joint loss: weights of ce and label_smooth (e.g. 0.3,0.7)', 'optim')
     nesterov: bool = opt(False, 'Nesterov momentum for sgd', 'optim')
     ranger_k: int = opt(6, 'ranger / ranger_adabelief: Lookahead synchronisation period (steps)', 'optim')
     ranger_alpha: float = opt(0.5, 'ranger / ranger_adabelief: Lookahead slow-weight step', 'optim')
-    warmup_epochs: float = opt(0.0, 'cosine: epochs of linear warmup from lr/100 to lr', 'optim')
+    warmup_epochs: float = opt(0.0, 'cosine and onecycle: epochs over which the learning rate rises to lr (cosine: '
+                               'linearly from lr/100; onecycle: the rising part of the cycle, from lr/25, at most half '
+                               'the epochs); 0 = none for cosine, 30 % of the epochs for onecycle', 'optim')
     min_lr: float = opt(0.0, 'cosine: final learning rate', 'optim')
     lr_step: int = opt(5, 'step: multiply the learning rate by lr_decay every lr_step epochs', 'optim')
     lr_milestones: list = opt([], 'multistep: epochs after which the learning rate is multiplied by lr_decay; '
@@ -241,8 +249,8 @@ class DefaultConfig:
     pretrained: str = opt('none', 'start from published weights: none | imagenet (the model family\'s ImageNet '
                           'weights: torchvision, resnest or timm) | timm/<model>.<tag> (a timm model\'s Hugging Face '
                           'file); read from the library\'s cache (offline too); the auto settings follow them: '
-                          'ImageNet statistics, no attention (an asked one starts as the identity), their image size',
-                          'model')
+                          'the statistics, interpolation and image size the weights were trained with, no attention '
+                          '(an asked one starts as the identity)', 'model', choices=('none', 'imagenet', TIMM))
     freeze_epochs: int = opt(0, 'fine-tuning: train only the final layer for the first N of max_epoch epochs, then '
                              'everything, the schedule starting again (warmup included)', 'model')
     backbone_lr_mult: float = opt(1.0, 'fine-tuning: the backbone learns at lr times this (e.g. 0.1), the final '
@@ -270,15 +278,12 @@ class DefaultConfig:
                            '~0.5 GB) | all',
                            'tune', choices=('best', 'all'))
 
-    def to_dict(self):
-        """The settings as a plain dict (safe to store in a checkpoint), with the record of the published weights a
-        run started from (models/pretrained.py) and of the sweep that chose --lr=auto (utils/train/lr_find.py) when
-        there is one."""
-        extra = {k: getattr(self, k, None) for k in ('pretrained_weights', 'lr_find')}
-        return {**dataclasses.asdict(self), **{k: v for k, v in extra.items() if v}}
+    given: frozenset = field(default=frozenset(), compare=False, repr=False)  # not a setting: see the docstring
 
-    def __str__(self):
-        return json.dumps(self.to_dict(), indent=1)
+    def asked(self):
+        """{setting: value} of the settings that were given (what config.json keeps as `asked`, without what belongs
+        to one run only: its name and the checkpoint it resumed)."""
+        return {k: plain(getattr(self, k)) for k in sorted(self.given) if k not in ('run_name', 'resume')}
 
 
 class UserError(ValueError):
@@ -290,23 +295,28 @@ class ConfigError(UserError):
     """A setting that does not exist or a value that does not fit its type."""
 
 
+def setting_fields():
+    """The dataclass fields of DefaultConfig that are settings (all but `given`), in declaration order."""
+    return [f for f in dataclasses.fields(DefaultConfig) if 'group' in f.metadata]
+
+
 def settings():
     """(name, default, type, help, group) for every setting, in declaration order."""
     out = []
-    for f in dataclasses.fields(DefaultConfig):
+    for f in setting_fields():
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        out.append((f.name, default, type(default), f.metadata['help'], f.metadata['group']))
+        out.append((f.name, default, f.metadata['kind'], f.metadata['help'], f.metadata['group']))
     return out
 
 
 def takes_auto():
     """The settings that accept the word 'auto' beside values of their type (e.g. --lr=auto)."""
-    return {f.name for f in dataclasses.fields(DefaultConfig) if f.metadata['auto']}
+    return {f.name for f in setting_fields() if f.metadata['auto']}
 
 
 def choices():
     """{name: its choices} for every setting that names one of a few values."""
-    return {f.name: f.metadata['choices'] for f in dataclasses.fields(DefaultConfig) if f.metadata['choices']}
+    return {f.name: f.metadata['choices'] for f in setting_fields() if f.metadata['choices']}
 
 
 def check_choice(name, value, allowed):
@@ -326,11 +336,14 @@ def check_choice(name, value, allowed):
 
 
 def timm_name(name, part):
-    """`part` as timm spells it when timm has a model (for --model) or an optimizer (for --optimizer) of that name;
-    otherwise ConfigError with the closest."""
+    """`part` as timm spells it when timm has a model (for --model), published weights (for --pretrained: a model
+    with a tag, or without one for its default weights) or an optimizer (for --optimizer) of that name; otherwise
+    ConfigError with the closest."""
     import timm.optim  # only for a timm/<name> value, so that parsing stays light otherwise
-    what = 'model' if name == 'model' else 'optimizer'
-    known = {n.lower(): n for n in (timm.list_models() if what == 'model' else timm.optim.list_optimizers())}
+    what = {'model': 'model', 'pretrained': 'pretrained weights'}.get(name, 'optimizer')
+    names = {'model': timm.list_models, 'optimizer': timm.optim.list_optimizers,
+             'pretrained weights': lambda: timm.list_pretrained() + timm.list_models(pretrained=True)}[what]()
+    known = {n.lower(): n for n in names}
     if part.lower() in known:
         return known[part.lower()]
     guess = difflib.get_close_matches(part.lower(), list(known), n=1, cutoff=0.6)
@@ -381,29 +394,33 @@ def flag(name):
 
 
 def parse(**kwargs):
-    """DefaultConfig with the given overrides applied; unknown keys and ill-typed values raise ConfigError.
-    `config=FILE` first applies the settings of a JSON file (a run's config.json, tune's best_config.json) with the
-    same checks; the other overrides go on top of it."""
-    cfg, layers = DefaultConfig(), [('', kwargs)]
+    """The DefaultConfig of these overrides; unknown keys and ill-typed values raise ConfigError. `config=FILE`
+    first applies the settings of a JSON file (any run's config.json, tune's best_config.json, or a file of
+    settings) with the same checks; the other overrides go on top of it. Nothing is assigned to the result
+    afterwards: what a run decides goes into its Plan."""
+    layers = [('', kwargs)]
     if 'config' in kwargs:
         path, rest = kwargs['config'], {k: v for k, v in kwargs.items() if k != 'config'}
         layers = [(path, read_settings(path)), ('', rest)]
-    given = set()
-    for source, values in layers:
+    values, given = {}, set()
+    for source, layer in layers:
         try:
-            given |= apply(cfg, values)
+            values.update(coerced(layer))
         except ConfigError as e:
             raise ConfigError(f'--config={source}: {e}' if source else str(e)) from None
+        given |= {key.replace('-', '_') for key in layer}
+    cfg = DefaultConfig(**values, given=frozenset(given))
+    cfg = dataclasses.replace(cfg, **{name: check_choice(name, getattr(cfg, name), allowed)
+                                      for name, allowed in choices().items()})
     check(cfg)
-    cfg.given = given  # what the user set; the rest may come from a checkpoint
     return cfg
 
 
-def apply(cfg, values):
-    """Set `values` ({setting: value}) on cfg, each coerced to its setting's type; returns the names set."""
+def coerced(values):
+    """`values` ({setting: value}) each coerced to its setting's type; unknown names are refused with the closest."""
     types = {name: kind for name, _, kind, _, _ in settings()}
     items = {name: type(default[0]) for name, default, kind, _, _ in settings() if kind is list and default}
-    auto = takes_auto()
+    auto, out = takes_auto(), {}
     for key, value in values.items():
         name = key.replace('-', '_')
         if name not in types:
@@ -411,23 +428,28 @@ def apply(cfg, values):
             hint = f'; did you mean --{flag(guess)}?' if guess else '; `python main.py help` lists the settings'
             raise ConfigError(f'unknown setting --{flag(name)}{hint}')
         if name in auto and str(value).strip().lower() == 'auto':
-            setattr(cfg, name, 'auto')
+            out[name] = 'auto'
             continue
         try:
-            setattr(cfg, name, coerce(name, value, types[name], items.get(name, str)))
+            out[name] = coerce(name, value, types[name], items.get(name, str))
         except ConfigError:
             if name not in auto:
                 raise
             raise ConfigError(f'--{flag(name)}={value!r} is not a valid {types[name].__name__} or auto') from None
-    names = {key.replace('-', '_') for key in values}
-    if 'cutmix_prob' in names and 'mixup_prob' not in names:
-        cfg.mixup_prob = 0.0  # the default mixing is Mixup; asking for CutMix (here) replaces it
-    return names
+    if 'cutmix_prob' in out and 'mixup_prob' not in out:
+        out['mixup_prob'] = 0.0  # the default mixing is Mixup; asking for CutMix (here) replaces it
+    return out
+
+
+# What a run of an earlier version recorded beside its settings in a flat config.json: never settings themselves.
+RECORDS = ('pretrained_weights', 'lr_find')
 
 
 def read_settings(path):
-    """{setting: value} from the JSON file `path`, without the record of published weights that a run's
-    config.json keeps beside its settings (each run finds its weights again)."""
+    """{setting: value} from the JSON file `path`: the `asked` part of a run's config.json ({"asked", "used"}),
+    or a flat object of settings (written by hand, or a config.json / best_config.json of an earlier version).
+    A file the toolkit wrote may name settings that no longer exist: they are dropped with a note. A flat file of
+    a run also holds what the machine chose (its `cache`): that is decided again here."""
     try:
         with open(path) as f:
             values = json.load(f)
@@ -437,14 +459,27 @@ def read_settings(path):
         raise ConfigError(f'--config={path} is not valid JSON ({e})') from None
     if not isinstance(values, dict):
         raise ConfigError(f'--config={path} must hold one JSON object of settings, e.g. {{"lr": 0.002}}')
-    values.pop('pretrained_weights', None)
+    if isinstance(values.get('asked'), dict) and 'used' in values:
+        values, written = dict(values['asked']), True
+    else:
+        values = {k: v for k, v in values.items() if k not in RECORDS}
+        written = len(values) >= WRITTEN_BY_A_RUN
+        if written and 'cache' in values:
+            values['cache'] = 'auto'
+    if written:
+        known = {name for name, *_ in settings()}
+        gone = sorted(k for k in values if k.replace('-', '_') not in known)
+        if gone:
+            print(f'note: --config={path} names settings this version does not have: {", ".join(gone)} (ignored)')
+        values = {k: v for k, v in values.items() if k not in gone}
     return values
 
 
+WRITTEN_BY_A_RUN = 40  # a flat file with this many settings was written by a run (every setting), not by hand
+
+
 def check(cfg):
-    """Choices (each value set to its listed spelling) and range checks that the types alone do not catch."""
-    for name, allowed in choices().items():
-        setattr(cfg, name, check_choice(name, getattr(cfg, name), allowed))
+    """Range checks that the types and choices alone do not catch."""
     if not 0 < cfg.val_ratio < 1:
         raise ConfigError(f'--val-ratio must be between 0 and 1, got {cfg.val_ratio}')
     if cfg.lr_find_end <= cfg.lr_find_start or cfg.lr_find_steps < 10:
@@ -481,11 +516,7 @@ def check(cfg):
         coerce('joint_weights', w, float)
     if len(cfg.joint_weights) != 2:
         raise ConfigError(f'--joint-weights takes two numbers (ce, label_smooth), e.g. 0.3,0.7; got {cfg.joint_weights}')
-    try:
-        lb_neg_ok = cfg.lb_neg == 'auto' or 0 <= float(cfg.lb_neg) < 1
-    except ValueError:
-        lb_neg_ok = False
-    if not lb_neg_ok:
+    if cfg.lb_neg != 'auto' and not 0 <= cfg.lb_neg < 1:
         raise ConfigError(f'--lb-neg must be auto or a probability in [0, 1), got {cfg.lb_neg!r}')
     epochs = cfg.max_epoch or AUTO_EPOCHS[0]  # auto gives at least that many
     if not 0 <= cfg.freeze_epochs <= epochs:
@@ -512,35 +543,134 @@ def auto_epochs(n_images):
     return min(max(AUTO_EPOCHS[0], math.ceil(AUTO_IMAGES / max(n_images, 1))), AUTO_EPOCHS[1])
 
 
+def plain(value):
+    """A setting's or a record's value as JSON and a weights_only checkpoint keep it: tuples as lists."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+# --- the plan of a run: what it uses -----------------------------------------------------------------------------
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# What a run decides beyond its settings (Plan's fields besides the settings), with the value a checkpoint of an
+# earlier version, which did not record it, was made with.
+DECIDED = (
+    ('classes', (), 'the class names, in label order'),
+    ('mean', IMAGENET_MEAN, 'per-channel mean of the input normalisation (--normalize as decided)'),
+    ('std', IMAGENET_STD, 'per-channel standard deviation of the input normalisation'),
+    ('interpolation', 'bilinear', 'how images are resized: the published weights\' own, else bilinear'),
+    ('device', 'cpu', 'the device it ran on: cuda or cpu'),
+    ('split', None, 'how many training and validation images, and where the validation split came from'),
+    ('lr_find', None, 'the learning-rate range test behind --lr=auto: its suggestions and sweep'),
+    ('pretrained_weights', None, 'the published weights it started from: library, name, file, SHA-256'),
+    ('machine_chose', (), 'the settings this machine decided (asked as auto): decided again on the next machine'),
+    ('exported', '', 'evaluation of an exported file: its format (onnx, torchscript)'),
+)
 # Settings added after checkpoints were written: the value such a checkpoint was trained with, when it lacks the key.
 LEGACY = {'stem': 'imagenet'}
-# settings that shape the stored weights: a checkpoint is rebuilt as it was trained, whatever the command line says
-ARCHITECTURE = ('stem',)
+# What the stored weights and their preprocessing were made with: evaluation and --resume take them from the
+# checkpoint, and a command-line value that contradicts one stops (see `reapply`).
+ARCHITECTURE = ('model', 'stem', 'attention', 'image_size', 'normalize')
+# Settings the machine decides when they are auto (--cache, --num-workers, --amp, --channels-last): a run records
+# what they became, and a rerun or a resume on another machine decides them again.
+MACHINE = ('cache', 'num_workers', 'amp', 'channels_last')
 
 
-def from_dict(values):
-    """A DefaultConfig from a stored dict; keys that no longer exist are ignored, keys that did not exist yet take
-    their LEGACY value (older checkpoints)."""
+def _plan_class():
+    settings_fields = [(f.name, f.type, dataclasses.field(default=f.default, default_factory=f.default_factory,
+                                                           metadata=f.metadata)) for f in setting_fields()]
+    decided = [(name, object, dataclasses.field(default=default, metadata={'help': text}))
+               for name, default, text in DECIDED]
+
+    def to_dict(self):
+        """The plan as plain values (config.json's `used`, the checkpoints' `plan`)."""
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def from_dict(cls, values):
+        """A Plan from a stored one; names it does not know are dropped (a later version's), names it lacks take
+        their default (an earlier version's)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: tuple(v) if k in ('classes', 'mean', 'std', 'machine_chose') else v
+                  for k, v in values.items() if k in known}
+        return cls(**values)
+
+    def of(cls, cfg):
+        """The plan of a run before anything is decided: the settings as asked, 'auto' kept."""
+        return cls(**{name: getattr(cfg, name) for name, *_ in settings()})
+
+    return dataclasses.make_dataclass(
+        'Plan', settings_fields + decided, frozen=True,
+        namespace={'to_dict': to_dict, 'from_dict': classmethod(from_dict), 'of': classmethod(of),
+                   '__doc__': 'What a run uses: every setting with its auto decided, and the decisions of DECIDED. '
+                              'Made once per run (utils/train/plan.py, or from a checkpoint for evaluation), '
+                              'frozen: a later stage reads it and never changes it.'})
+
+
+Plan = _plan_class()
+Plan.__module__, Plan.__qualname__ = __name__, 'Plan'  # pickled by name, as a class written here would be
+
+
+def stored_plan(ckpt):
+    """The Plan a checkpoint was trained with: its `plan`, or for a checkpoint of an earlier version, its settings
+    (`config`, autos already decided) with the statistics it stored (`normalization`) and its classes."""
+    if isinstance(ckpt.get('plan'), dict):
+        return Plan.from_dict(ckpt['plan'])
+    values = {**LEGACY, **ckpt.get('config', {})}
+    stats = ckpt.get('normalization')
+    if stats:
+        values.update(mean=stats['mean'], std=stats['std'], normalize='dataset')
+    if ckpt.get('classes'):
+        values['classes'] = ckpt['classes']
+    return Plan.from_dict(values)
+
+
+def asked_of(ckpt):
+    """The settings a checkpoint's run was asked for (its `asked`; for an earlier version's checkpoint, its stored
+    settings), as parse takes them."""
+    if isinstance(ckpt.get('asked'), dict):
+        return dict(ckpt['asked'])
     known = {name for name, *_ in settings()}
-    return parse(**{**LEGACY, **{k: v for k, v in values.items() if k in known}})
+    return {k: v for k, v in ckpt.get('config', {}).items() if k in known and k not in ('run_name', 'resume')}
+
+
+def reapply(stored, cfg, path):
+    """The plan `stored` (a checkpoint's) with what `cfg` gives on top, for evaluating or resuming it: a given
+    setting replaces the stored one, except those of ARCHITECTURE, which the weights were made with -- a given
+    value that contradicts one stops with a line naming both --, and MACHINE, which come from `cfg` (given or
+    not: this machine decides them)."""
+    for name in ARCHITECTURE:
+        asked, used = getattr(cfg, name), getattr(stored, name)
+        same = str(asked).lower() == str(used).lower() or asked in ('auto', 0)
+        if name in cfg.given and not same:
+            raise UserError(f'{path} was trained with --{flag(name)}={used}; --{flag(name)}={asked} contradicts it '
+                            f'(the architecture and the preprocessing come from the checkpoint): drop it')
+    values = {k: getattr(cfg, k) for k in cfg.given if k not in ARCHITECTURE}
+    values.update({k: getattr(cfg, k) for k in MACHINE})
+    return dataclasses.replace(stored, **values, machine_chose=())
+
+
+def for_evaluation(stored, cfg, path):
+    """The plan an evaluation command runs a checkpoint (or an exported file) `path` with: the plan `stored` it was
+    trained with, the settings `cfg` gives on top (`reapply`: the architecture and preprocessing stay), the device
+    of this machine, and no cache (one pass over the images: a cache would decode them, and the training set,
+    first)."""
+    plan = reapply(stored, cfg, path)
+    return dataclasses.replace(plan, cache='none', device=str(select_device(plan)))
 
 
 def select_device(cfg):
     """CUDA when asked for and present; otherwise the CPU (with one warning when CUDA was asked for)."""
     import torch
     if cfg.use_gpu and torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
         return torch.device('cuda')
     if cfg.use_gpu:
         print('warning: --use-gpu given but CUDA is not available; running on the CPU')
     return torch.device('cpu')
 
 
-def merge_given(stored, cfg):
-    """A config from a checkpoint's stored settings, with the settings given on this command line on top."""
-    values = dict(stored)
-    values.update({k: getattr(cfg, k) for k in getattr(cfg, 'given', ()) if k not in ARCHITECTURE})
-    merged = from_dict(values)
-    merged.given = set(getattr(cfg, 'given', ()))
-    merged.pretrained_weights = stored.get('pretrained_weights')  # the record, not a setting
-    return merged
+def on_cuda(plan):
+    """Whether a plan runs on CUDA (its decided device)."""
+    return str(plan.device).startswith('cuda')

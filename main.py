@@ -94,8 +94,8 @@ def analyze(**kwargs):
     cfg, root = data_root(kwargs)
     result = report.analyze(root, cfg.near_dup_bits, cfg.near_dup_diff)
     print(report.format_summary(result))
-    cfg.run_name = cfg.run_name or f'analyze-{time.strftime("%Y%m%d-%H%M%S")}'
-    paths = report.write_report(result, os.path.join(cfg.checkpoint_dir, cfg.run_name))
+    run_name = cfg.run_name or f'analyze-{time.strftime("%Y%m%d-%H%M%S")}'
+    paths = report.write_report(result, os.path.join(cfg.checkpoint_dir, run_name))
     print(f'full report: {paths["report.md"]} (and report.json, problems.csv, files.csv, class_counts.csv)')
     if cfg.vis:
         from utils.dashboard.client import Visualizer
@@ -213,13 +213,20 @@ COMMANDS = {'train': train, 'lr_find': lr_find, 'val': val, 'testforacc': testfo
 
 def quote_values(argv):
     """Hand every --name=value to fire as a string literal, so config.parse coerces it by the setting's type:
-    otherwise fire turns --env=0701 into the int 701."""
+    otherwise fire turns --env=0701 into the int 701. A boolean flag is spelled out the same way: --name is
+    --name=True, --noname and --no-name are --name=False (fire reads --no-name as a setting '-name'), unless
+    no_name is a setting itself (--no-verify)."""
     kinds = {name: kind for name, _, kind, _, _ in config.settings()} | {'config': str}
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]
         name = arg[2:].split('=', 1)[0].replace('-', '_') if arg.startswith('--') else None
-        if name and '=' in arg:
+        negated = name[2:].lstrip('_') if name and name.startswith('no') and name not in kinds else None
+        if name and '=' not in arg and kinds.get(name) is bool:
+            out.append(f'--{name}=True')
+        elif name and '=' not in arg and kinds.get(negated) is bool:
+            out.append(f'--{negated}=False')
+        elif name and '=' in arg:
             out.append(f'--{arg[2:].split("=", 1)[0]}={arg.split("=", 1)[1]!r}')
         elif name and kinds.get(name) not in (None, bool) and i + 1 < len(argv) and not argv[i + 1].startswith('--'):
             out += [arg, repr(argv[i + 1])]

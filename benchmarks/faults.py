@@ -7,7 +7,11 @@ weights_only=True, then `train --resume=<run>/last.pth` finishes it, and the run
 one metrics.jsonl row per epoch, one lr.csv row per step, best checkpoints whose best_metric is the one in
 last.pth, and final weights (and best checkpoints) equal to those of an uninterrupted run. The points cover
 every kind of moment from the first last.pth on (before it there is nothing to resume: the run starts again).
-It prints "faults survived: k / N". Then: two runs started in the same second, a read-only and a full
+Each kill also says what it lost: the steps the killed run had taken that its last.pth does not hold, which
+resuming trains again. That is the epoch in progress, and the epoch before it too when the kill lands while that
+epoch's last.pth is still being written (it is written while the next epoch trains); more than that is a failure.
+It prints "faults survived: k / N" and the most a kill lost. Then: two runs started in the same second, a read-only and
+a full
 --checkpoint-dir (tmpfs mounts: run as root), a disk that fills up mid-run, and the dashboard server killed
 mid-run.
 
@@ -151,35 +155,46 @@ def train(args, cwd, at='', mode='before', log=None):
 
 def kill_points(events):
     """('KIND-N' write, mode, description) for every kind of moment in the recorded write sequence of a run, from
-    its first last.pth on (a run killed before has nothing to resume: it starts again)."""
-    points, epoch, rows, last, counts, names = [], 1, [], None, {}, []
+    its first last.pth on (a run killed before has nothing to resume: it starts again). The steps' lr.csv rows come
+    from the training loop, an epoch's files from the background writer, in this order: last.pth (temporary, then
+    its rename), its metrics.jsonl row, then the best checkpoints."""
+    names, counts = [], {}
     for what in events:  # each write's 'KIND-N' name (see `kind`)
         counts[kind(what)] = counts.get(kind(what), 0) + 1
         names.append(f'{kind(what)}-{counts[kind(what)]}')
+    rows = [i for i, what in enumerate(events) if what == 'lr.csv']
+    epochs = events.count('save last.pth')
+    steps = len(rows) // epochs
+    points = []
+    for epoch in range(1, epochs + 1):
+        mine = rows[(epoch - 1) * steps:epoch * steps]
+        if epoch > 1:
+            points.append((mine[0], 'before', f'epoch {epoch}: first step'))
+        mid = len(mine) // 2
+        points.append((mine[mid], 'before', f'epoch {epoch}: mid-epoch, before step row {mid + 1}'))
+    epoch, previous = 0, None
     for i, what in enumerate(events):
-        if what == 'lr.csv':
-            rows.append(i)
-        elif what == 'metrics.jsonl':
-            if epoch > 1:
-                points.append((rows[0], 'before', f'epoch {epoch}: first step, after epoch {epoch - 1} was saved'))
-            mid = len(rows) // 2
-            points.append((rows[mid], 'before', f'epoch {epoch}: mid-epoch, before step row {mid + 1}'))
-            points.append((i, 'before', f'epoch {epoch}: trained and validated, before its metrics row'))
-            epoch, rows = epoch + 1, []
-        elif what == 'tmp':
-            # the checkpoints are written on a background thread while the next epoch's steps append to lr.csv:
-            # the moment is named by the run's previous write that is not a step row, and its rename is the next
-            # rename
+        if what == 'tmp':
             renamed = next(j for j in range(i + 1, len(events)) if events[j].startswith('save '))
             target = events[renamed][len('save '):]
-            before = 'the metrics row' if last == 'metrics.jsonl' else last[len('save '):]
-            points += [(i, 'before', f'epoch {epoch - 1}: after {before}, before {target}'),
-                       (i, 'during', f'epoch {epoch - 1}: inside the write of {target}'),
-                       (renamed, 'before', f'epoch {epoch - 1}: {target} complete in its temporary, not renamed')]
+            epoch += target == 'last.pth'
+            moment = 'trained and validated' if target == 'last.pth' else f'after {previous}'
+            points += [(i, 'before', f'epoch {epoch}: {moment}, before {target}'),
+                       (i, 'during', f'epoch {epoch}: inside the write of {target}'),
+                       (renamed, 'before', f'epoch {epoch}: {target} complete in its temporary, not renamed')]
+        elif what == 'metrics.jsonl':
+            points.append((i, 'before', f'epoch {epoch}: after last.pth, before its metrics row'))
         if what == 'metrics.jsonl' or what.startswith('save '):
-            last = what
+            previous = 'its metrics row' if what == 'metrics.jsonl' else what[len('save '):]
     first = events.index('save last.pth')
     return [(names[i], mode, what) for i, mode, what in points if i > first]
+
+
+def lost_steps(run_dir):
+    """(steps the killed run had taken, steps its last.pth holds): what resuming it starts again."""
+    path = os.path.join(run_dir, 'lr.csv')
+    taken = sum(1 for line in open(path) if line.endswith('\n')) if os.path.isfile(path) else 0
+    return taken, load(os.path.join(run_dir, 'last.pth'))['ema_step']
 
 
 def load(path):
@@ -291,7 +306,7 @@ def extras(work, common, ref_dir):
         subprocess.run(['umount', str(ro)])
         results.append(report('read-only --checkpoint-dir: one line before any work',
                               one_line_error(res, str(ro), 'cannot write') +
-                              (['training started'] if 'settings:' in res.stdout else [])))
+                              (['training started'] if 'plan:' in res.stdout else [])))
 
     small = mount_tmpfs(work / 'small', 'size=2m')
     if small is not None:
@@ -372,7 +387,7 @@ def main():
     points = kill_points(events)
     print(f'reference run: {time.time() - start:.0f} s, {len(events)} writes; {len(points)} kill points', flush=True)
 
-    survived = 0
+    survived, lost, steps = 0, [], events.count('lr.csv') // args.epochs
     for n, (at, mode, what) in enumerate(points, 1):
         run_dir = work / 'runs' / f'k{n}'
         res = train([f'--checkpoint-dir={work / "runs"}', f'--run-name=k{n}', *common], work, at, mode)
@@ -385,11 +400,19 @@ def main():
             except Exception:  # noqa: BLE001 -- a cut-short temporary is what this point is for
                 what += f' (temporary cut at {os.path.getsize(tmps[0])} bytes)'
         problems += checkpoints_load(run_dir)
+        if not problems:
+            taken, kept = lost_steps(run_dir)
+            lost.append(taken - kept)
+            what += f'; lost {taken - kept} of {taken} steps'
+            if taken - kept >= 2 * steps:
+                problems.append(f'lost {taken - kept} steps: more than the epoch in progress and the one before it')
         res = train([f'--resume={run_dir / "last.pth"}'], work)
         problems += [f'resume: exit {res.returncode}: {res.stderr.strip().splitlines()[-1:]}'] if res.returncode \
             else check_run(run_dir, ref_dir)
         survived += report(f'kill {n:2d}: {what}', problems)
-    print(f'faults survived: {survived} / {len(points)}  ({time.time() - start:.0f} s)', flush=True)
+    print(f'faults survived: {survived} / {len(points)}  ({time.time() - start:.0f} s); a kill lost at most '
+          f'{max(lost, default=0)} steps ({max(lost, default=0) / steps:.2f} epochs of {steps} steps): the epoch in '
+          f'progress, and the one before while its last.pth was being written', flush=True)
     others = extras(work, common, ref_dir)
     print(f'other faults handled: {sum(others)} / {len(others)}  (total {time.time() - start:.0f} s)')
     if not args.work:

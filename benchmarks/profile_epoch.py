@@ -11,6 +11,7 @@ steps' wall time the GPU spent in kernels. The Chrome trace (trace.json.gz: ui.p
 chrome://tracing) and the figures (profile.json) go to --out. The profiler records every Python call, which
 slows Python-heavy phases more than others: read the shares as where to look, the throughput benchmark for speed.
 """
+import dataclasses
 import gzip
 import json
 import os
@@ -94,9 +95,9 @@ def main(argv=None):
     cfg = config.parse(model=args.model, image_size=args.image_size, batch_size=args.batch_size,
                        use_gpu=args.device == 'cuda', max_epoch=args.epochs, checkpoint_dir=scratch.name,
                        run_name='profile', vis_port=free_port(), **extra)  # recorded, as with no server
-    cfg = loaders.resolve_roots(cfg)
     if args.replicate > 1:
-        cfg.manifest = replicated_manifest(cfg, args.replicate, scratch.name)
+        manifest = replicated_manifest(loaders.resolve_roots(cfg), args.replicate, scratch.name)
+        cfg = dataclasses.replace(cfg, manifest=manifest, given=cfg.given | {'manifest'})
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == 'cuda' else [])
     with profile(activities=activities, with_stack=True) as prof:
         engine.fit(cfg)

@@ -41,6 +41,7 @@ from data.samplers import build_sampler  # noqa: E402
 from data import cache  # noqa: E402
 from utils.train import engine  # noqa: E402
 from utils.train import precision as fast  # noqa: E402
+from utils.train.plan import resolve  # noqa: E402
 from utils.train.optim import Schedule, build_optimizer  # noqa: E402
 from utils.evaluate.tta import TTAModel, build_tta  # noqa: E402
 
@@ -113,7 +114,7 @@ def end_to_end(model, limit_model, train_loader, cfg, device, precision, limit_p
     machine whose load drifts still compares like with like. Returns (epoch img/s, limits, ratios, resident MiB after each epoch, accuracy)."""
     optimizer = build_optimizer(model, cfg)
     criterion = torch.nn.CrossEntropyLoss().to(device)
-    cfg.max_epoch = args.epochs + 1
+    cfg = dataclasses.replace(cfg, max_epoch=args.epochs + 1)
     speeds, limits, ratios, rss = [], [], [], []
     for epoch in range(args.epochs + 1):
         sync(device)
@@ -177,9 +178,9 @@ def naive_epoch(loader, net, optimizer, criterion, device):
     return n
 
 
-def naive(cfg, device, epochs, workers, replicate=1):
+def naive(cfg, device, epochs, workers, replicate=1, attention='none'):
     """images/s of the naive baseline over `epochs` epochs after one warm-up epoch."""
-    setup = naive_setup(cfg, device, workers, replicate, cfg.attention if 'attention' in cfg.given else 'none')
+    setup = naive_setup(cfg, device, workers, replicate, attention)
     seen, seconds = 0, 0.0
     for epoch in range(epochs + 1):
         start = time.perf_counter()
@@ -258,22 +259,22 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     extra = dict(kv.split('=', 1) for kv in args.set)
-    cfg = config.parse(model=args.model, image_size=args.image_size, batch_size=args.batch_size, cache=args.cache,
-                       num_workers=args.num_workers, use_gpu=args.device == 'cuda', vis=False, max_epoch=1,
-                       **extra)
-    cfg = loaders.resolve_roots(cfg)
-    engine.set_seed(cfg.seed)
-    device = config.select_device(cfg)
+    asked = config.parse(model=args.model, image_size=args.image_size, batch_size=args.batch_size, cache=args.cache,
+                         num_workers=args.num_workers, use_gpu=args.device == 'cuda', vis=False, max_epoch=1,
+                         **extra)
+    scratch = tempfile.TemporaryDirectory(prefix='throughput-')
+    if args.replicate > 1:
+        manifest = replicated_manifest(loaders.resolve_roots(asked), args.replicate, scratch.name)
+        asked = dataclasses.replace(asked, manifest=manifest, given=asked.given | {'manifest'})
+    engine.set_seed(asked.seed)
+    t0 = time.perf_counter()
+    cfg, (train, val) = resolve(asked)  # the run's plan: what train would decide
+    device = torch.device(cfg.device)
     if args.device == 'cuda' and device.type != 'cuda':
         raise SystemExit('--device=cuda asked for but CUDA is not available')
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    scratch = tempfile.TemporaryDirectory(prefix='throughput-')
-    if args.replicate > 1:
-        cfg.manifest = replicated_manifest(cfg, args.replicate, scratch.name)
-
-    t0 = time.perf_counter()
-    train_set, val_set = loaders.build_train_val(cfg)
+    train_set, val_set = loaders.datasets(cfg, train, val)
     build_s = time.perf_counter() - t0
     workers = loaders.num_workers(cfg)
     print(f'{cfg.model} at {cfg.image_size} px, batch {cfg.batch_size}, {device}, torch {torch.__version__}, '
@@ -281,7 +282,7 @@ def main(argv=None):
           f'{len(train_set)} training images ({args.replicate}x the demo\'s), {len(train_set) // cfg.batch_size} '
           f'steps per epoch')
     classes = train_set.classes
-    attention = cfg.attention if 'attention' in cfg.given else 'none'  # the architecture as registered
+    attention = cfg.attention if 'attention' in asked.given else 'none'  # the architecture as registered
     model = models.build(cfg.model, len(classes), attention=attention).to(device)
     net, precision = fast.setup(model, cfg, device)
     print(f'precision: {precision}; channels_last: {cache.use_channels_last(cfg, device)}; compile: {cfg.compile}; '
@@ -316,7 +317,7 @@ def main(argv=None):
     print(f'inference: {r["inference"]:.1f} img/s; with TTA {args.tta}: {r["inference_tta"]:.1f} img/s')
 
     if args.naive_epochs:
-        r['naive'] = naive(cfg, device, args.naive_epochs, args.naive_workers, args.replicate)
+        r['naive'] = naive(cfg, device, args.naive_epochs, args.naive_workers, args.replicate, attention)
         r['ratio_to_naive'] = r['end_to_end'] / r['naive']
         print(f'naive baseline (ImageFolder + DataLoader, {args.naive_workers} workers): {r["naive"]:.1f} img/s; '
               f'end to end / naive: {r["ratio_to_naive"]:.2f}x')

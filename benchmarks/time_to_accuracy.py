@@ -18,6 +18,7 @@ turns (every run once per seed) and each gets the median over the seeds that rea
 average of the machine is printed with the figures: on a shared machine, compare runs of one invocation.
 """
 import argparse
+import dataclasses
 import os
 import re
 import statistics
@@ -82,9 +83,10 @@ def naive_run(device_name, max_epoch, seed):
     from benchmarks.throughput import naive_epoch, naive_setup
     from data import loaders
     from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from data.dataset import auto_image_size
     cfg = loaders.resolve_roots(config.parse(use_gpu=device_name == 'cuda', vis=False))
     _, train, _ = loaders.train_val_samples(cfg)
-    cfg.image_size = loaders.image_size(cfg, train)
+    cfg = dataclasses.replace(cfg, image_size=auto_image_size(train, seed=cfg.seed))  # train's own rule
     device = config.select_device(cfg)
     setup = naive_setup(cfg, device, workers=2)
     net = setup[1]

@@ -62,7 +62,7 @@ def choose(cfg, n_images):
     augmentation runs on batches, else none -- printing which and why."""
     if cfg.cache == 'none':
         return 'none'
-    cuda = cfg.use_gpu and torch.cuda.is_available()
+    cuda = config.on_cuda(cfg)
     per_image = f'--augment={cfg.augment} runs per image (batches run {"|".join(BATCH_AUGMENTS)})'
     if cfg.cache in ('ram', 'gpu'):
         if cfg.augment not in BATCH_AUGMENTS:
@@ -99,13 +99,13 @@ class CachedImages(ImageFolderDataset):
     Items are (uint8 image, label), or BadImage for a file that could not be decoded; a DataLoader takes whole
     batches through `__getitems__`: one gather on the device, the unreadable files reported and left out."""
 
-    def __init__(self, samples, classes, image_size, num_workers=0, device='cpu'):
+    def __init__(self, samples, classes, image_size, num_workers=0, device='cpu', interpolation='bilinear'):
         self.samples, self.classes = list(samples), list(classes)
         self.images = torch.zeros((len(self.samples), 3, image_size, image_size), dtype=torch.uint8, device=device)
         self.labels = torch.tensor(self.targets, dtype=torch.long, device=device)
         self.bad = {}
-        source = ImageFolderDataset(self.samples, classes, T.Compose([T.Resize((image_size, image_size)),
-                                                                      T.PILToTensor()]))
+        resize = T.Resize((image_size, image_size), interpolation=T.InterpolationMode(interpolation))
+        source = ImageFolderDataset(self.samples, classes, T.Compose([resize, T.PILToTensor()]))
         loader = DataLoader(source, batch_size=64, num_workers=num_workers, collate_fn=list)
         start = 0
         for batch in loader:
@@ -143,8 +143,8 @@ def build_train_val(cfg, classes, train, val, num_workers=0):
     """Cached training and validation datasets, in the host's memory or on the GPU (cfg.cache, as `choose`
     decided it); `num_workers` processes decode."""
     device = torch.device('cuda', torch.cuda.current_device()) if cfg.cache == 'gpu' else torch.device('cpu')
-    return (CachedImages(train, classes, cfg.image_size, num_workers, device),
-            CachedImages(val, classes, cfg.image_size, num_workers, device))
+    return (CachedImages(train, classes, cfg.image_size, num_workers, device, cfg.interpolation),
+            CachedImages(val, classes, cfg.image_size, num_workers, device, cfg.interpolation))
 
 
 def augment_batch(images, augment='basic'):

@@ -1,29 +1,31 @@
 """From settings to datasets and DataLoaders: data roots (or the demo), the validation split, loaders."""
+import dataclasses
 import os
 
 import torch
 from torch.utils.data import DataLoader
 
-from config import UserError
+from config import UserError, on_cuda
 from . import cache, manifest, transforms
-from .dataset import (ImageFolderDataset, auto_image_size, check_classes, collate, find_classes, scan, short,
-                      stratified_split)
+from .dataset import ImageFolderDataset, check_classes, collate, find_classes, scan, short, stratified_split
 from .demo import ensure_demo
 
 
-def resolve_roots(cfg):
-    """Point the data roots at the bundled demo when the user gave none and ./data/train does not exist."""
-    given = getattr(cfg, 'given', set())
-    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root) or cfg.manifest:
+def resolve_roots(cfg, given=None):
+    """`cfg` (settings or a plan) with its data roots decided: the bundled demo when the user gave no training data
+    and ./data/train does not exist; with --manifest, no validation folder unless one was given (`given`: the
+    settings the user gave, default cfg.given), so that '' means "no validation folder"."""
+    given = getattr(cfg, 'given', ()) if given is None else given
+    if cfg.manifest:
+        return cfg if 'val_data_root' in given else dataclasses.replace(cfg, val_data_root='')
+    if 'train_data_root' in given or os.path.isdir(cfg.train_data_root):
         return cfg
     root = ensure_demo()
     print(f'no data at {cfg.train_data_root}: using the bundled handwritten-digits demo in {root}')
-    cfg.train_data_root = os.path.join(root, 'train')
-    if 'val_data_root' not in given:
-        cfg.val_data_root = os.path.join(root, 'val')
-    if 'test_data_root' not in given:
-        cfg.test_data_root = os.path.join(root, 'test')
-    return cfg
+    roots = {'train_data_root': os.path.join(root, 'train')}
+    roots.update({k: os.path.join(root, split) for k, split in (('val_data_root', 'val'), ('test_data_root', 'test'))
+                  if k not in given})
+    return dataclasses.replace(cfg, **roots)
 
 
 def num_workers(cfg, decoding=False):
@@ -37,65 +39,76 @@ def num_workers(cfg, decoding=False):
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     cpus //= int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
-    on_gpu = cfg.use_gpu and torch.cuda.is_available()
-    if not on_gpu and cpus <= 2:
+    if not on_cuda(cfg) and cpus <= 2:
         return 0
     return max(0, min(8, cpus - 1))
 
 
-def train_val_samples(cfg, classes=None):
-    """(classes, train samples, val samples): the one split every command uses. The images are train_data_root's
-    or --manifest's training rows; validation is, first that applies: with --kfold, the held-out fold (of a
-    manifest's training and val rows together); the manifest's val rows; --val-data-root (when the folder exists;
-    with a manifest, when given); a stratified split. With `classes` (a checkpoint's), other classes are refused."""
+def train_val_samples(cfg, classes=None, with_source=False):
+    """(classes, train samples, val samples): the one split every command uses; `with_source`: and where the
+    validation split came from, in words. The images are train_data_root's or --manifest's training rows;
+    validation is, first that applies: with --kfold, the held-out fold (of a manifest's training and val rows
+    together); the manifest's val rows; --val-data-root (when it names a folder: see `resolve_roots`); a stratified
+    split. With `classes` (a checkpoint's), other classes are refused."""
     if cfg.manifest:
         found, samples, val = manifest.train_val_rows(cfg)
-        source, val_root = cfg.manifest, 'val_data_root' in getattr(cfg, 'given', ())
+        source = cfg.manifest
     else:
         found = find_classes(cfg.train_data_root)
         samples, val = scan(cfg.train_data_root, found), []
-        source, val_root = cfg.train_data_root, os.path.isdir(cfg.val_data_root)
+        source = cfg.train_data_root
     if classes is not None and list(classes) != found:
         raise UserError(f'the training data {source} has other classes than the checkpoint: {short(found)} '
-                               f'instead of {short(classes)}; give the data it was trained on (--train-data-root '
-                               f'or --manifest)')
+                        f'instead of {short(classes)}; give the data it was trained on (--train-data-root '
+                        f'or --manifest)')
     if cfg.kfold:
         samples, val = samples + val, []
     check_classes(found, samples, source, cfg.allow_empty_classes)
     if cfg.kfold:
         from data.folds import kfold_indices
         train_idx, val_idx = kfold_indices([label for _, label in samples], cfg.kfold, cfg.fold, cfg.seed)
+        where = f'fold {cfg.fold} of {cfg.kfold} (seed {cfg.seed})'
     elif val:
-        return found, samples, val
-    elif val_root:
-        return found, samples, ImageFolderDataset.from_folder(cfg.val_data_root, found).samples
+        train_idx, val_idx, where = None, None, f'the val rows of {source}'
+    elif has_val_folder(cfg):
+        val = ImageFolderDataset.from_folder(cfg.val_data_root, found).samples
+        train_idx, val_idx, where = None, None, cfg.val_data_root
     else:
         train_idx, val_idx = stratified_split([label for _, label in samples], cfg.val_ratio, cfg.seed)
         if not val_idx:
             raise UserError(f'{source} is too small to hold out a validation split; add images or give '
-                                   f'--val-data-root')
-    return found, [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+                            f'--val-data-root')
+        where = f'a stratified {cfg.val_ratio:g} of {source} (seed {cfg.seed})'
+    if train_idx is not None:
+        samples, val = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+    return (found, samples, val, where) if with_source else (found, samples, val)
 
 
-def image_size(cfg, samples):
-    return cfg.image_size or auto_image_size(samples, seed=cfg.seed)
+def has_val_folder(cfg):
+    """Whether validation comes from --val-data-root: it is given with a manifest (see `resolve_roots`), or names a
+    folder."""
+    return bool(cfg.val_data_root) and (bool(cfg.manifest) or os.path.isdir(cfg.val_data_root))
 
 
-def build_train_val(cfg, classes=None):
-    """Training and validation datasets of train_val_samples with their transforms; fixes cfg.image_size when
-    it was 0 (auto). `classes` (a checkpoint's): the data must have exactly these."""
+def datasets(plan, train, val):
+    """Training and validation datasets of the samples `train` and `val` as the plan says: decoded once into the
+    cache (plan.cache ram or gpu, augmented per batch on the device) or read per image with the plan's transforms;
+    the images --hard-list names upsampled."""
     from . import hard
-    hard_paths = hard.listed(cfg)
-    classes, train, val = train_val_samples(cfg, classes)
-    train = manifest.add_extra(cfg, classes, train)
-    cfg.image_size = image_size(cfg, train)
-    cfg.cache = cache.choose(cfg, len(train) + len(val))  # 'auto' -> what is used
-    if cfg.cache != 'none':  # decoded once, augmented per batch on the device
-        train_set, val_set = cache.build_train_val(cfg, classes, train, val, num_workers(cfg, decoding=True))
+    classes = plan.classes
+    if plan.cache != 'none':
+        train_set, val_set = cache.build_train_val(plan, classes, train, val, num_workers(plan, decoding=True))
     else:
-        train_set = ImageFolderDataset(train, classes, transforms.train_transform(cfg, cfg.image_size))
-        val_set = ImageFolderDataset(val, classes, transforms.eval_transform(cfg, cfg.image_size))
-    return hard.upsample(train_set, cfg, hard_paths), val_set
+        train_set = ImageFolderDataset(train, classes, transforms.train_transform(plan, plan.image_size))
+        val_set = ImageFolderDataset(val, classes, transforms.eval_transform(plan, plan.image_size))
+    return hard.upsample(train_set, plan, hard.listed(plan)), val_set
+
+
+def build_train_val(plan, classes=None):
+    """The training and validation datasets of a plan (`datasets` of `train_val_samples`); `classes` (a
+    checkpoint's): the data must have exactly these."""
+    found, train, val = train_val_samples(plan, classes)
+    return datasets(plan, manifest.add_extra(plan, found, train), val)
 
 
 def eval_dataset(cfg, root, classes):
@@ -130,7 +143,7 @@ def eval_loader(dataset, cfg):
 def pin(cfg):
     """Pinned host batches for CUDA training, so that the copies to the device need not wait; the GPU cache's
     batches are on the device already."""
-    return torch.cuda.is_available() and cfg.use_gpu and cfg.cache != 'gpu'
+    return on_cuda(cfg) and cfg.cache != 'gpu'
 
 
 def prefetch(cfg, workers):

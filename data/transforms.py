@@ -1,14 +1,7 @@
 """Train and eval transform presets (small callables, as in torchvision's reference scripts)."""
-import json
-import os
-
 from torchvision import transforms as T
 
-from config import UserError
-from utils.io import write_json
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-NORM_FILE = 'normalization.json'
+from config import IMAGENET_MEAN, IMAGENET_STD, UserError  # noqa: F401 (the statistics, importable from here)
 
 
 def pad_and_crop(image_size):
@@ -37,34 +30,19 @@ def augment_steps(cfg, image_size):
     return steps
 
 
-def normalize_name(cfg):
-    """cfg.normalize with 'auto' made concrete: the training set's own statistics when training from scratch;
-    ImageNet's with --pretrained weights; starting from `pretrained_path`, the data's own when that checkpoint of
-    this toolkit used its data's own, else ImageNet's (which other pretrained weights expect)."""
-    name = cfg.normalize
-    if name == 'auto' and cfg.pretrained.lower() != 'none':
-        return 'imagenet'  # published weights expect their training statistics
-    if name == 'auto':
-        path = cfg.pretrained_path
-        if not path:
-            return 'dataset'
-        from utils.io import stored_settings
-        return 'dataset' if stored_settings(path).get('normalize') == 'dataset' else 'imagenet'
-    return name
+def norm_stats(plan):
+    """(mean, std) of the plan's input normalisation."""
+    return tuple(plan.mean), tuple(plan.std)
 
 
-def norm_stats(cfg):
-    """(mean, std): ImageNet's, or the training set's own stored on cfg.norm_stats by `prepare_normalization`."""
-    name = normalize_name(cfg)
-    stats = getattr(cfg, 'norm_stats', None)
-    if name == 'dataset' and stats:
-        return tuple(stats['mean']), tuple(stats['std'])
-    return IMAGENET_MEAN, IMAGENET_STD
+def resize(plan, image_size):
+    """The resize to a square of every image, with the plan's interpolation (the published weights' own)."""
+    return T.Resize((image_size, image_size), interpolation=T.InterpolationMode(plan.interpolation))
 
 
 def train_transform(cfg, image_size):
     """Resize to a square, the augmentation preset, tensor, normalisation, then RandomErasing if asked for."""
-    steps = [T.Resize((image_size, image_size))] + augment_steps(cfg, image_size)
+    steps = [resize(cfg, image_size)] + augment_steps(cfg, image_size)
     steps += [T.ToTensor(), T.Normalize(*norm_stats(cfg))]
     if cfg.erasing > 0:
         steps.append(T.RandomErasing(p=cfg.erasing))
@@ -72,16 +50,17 @@ def train_transform(cfg, image_size):
 
 
 def eval_transform(cfg, image_size):
-    return T.Compose([T.Resize((image_size, image_size)), T.ToTensor(), T.Normalize(*norm_stats(cfg))])
+    return T.Compose([resize(cfg, image_size), T.ToTensor(), T.Normalize(*norm_stats(cfg))])
 
 
-def dataset_stats(samples, image_size):
+def dataset_stats(samples, image_size, interpolation='bilinear'):
     """Per-channel mean and std of the images in `samples` [(path, label)], resized as for training."""
     from .dataset import load_rgb
-    resize, total, total_sq, n = T.Compose([T.Resize((image_size, image_size)), T.ToTensor()]), 0, 0, 0
+    mode, total, total_sq, n = T.InterpolationMode(interpolation), 0, 0, 0
+    to_tensor = T.Compose([T.Resize((image_size, image_size), interpolation=mode), T.ToTensor()])
     for path, _ in samples:
         try:
-            x = resize(load_rgb(path)).double().flatten(1)
+            x = to_tensor(load_rgb(path)).double().flatten(1)
         except (OSError, ValueError, SyntaxError):
             continue
         total, total_sq, n = total + x.sum(1), total_sq + (x * x).sum(1), n + x.shape[1]
@@ -90,22 +69,3 @@ def dataset_stats(samples, image_size):
     mean = total / n
     std = (total_sq / n - mean * mean).clamp(min=1e-12).sqrt().clamp(min=1e-3)
     return {'mean': [round(float(v), 6) for v in mean], 'std': [round(float(v), 6) for v in std]}
-
-
-def prepare_normalization(cfg, train_set, val_set, run_dir):
-    """For --normalize=dataset: compute the training set's statistics once (cached as run_dir/normalization.json,
-    reused on resume), store them on cfg.norm_stats and rebuild both datasets' transforms. Returns the stats."""
-    if normalize_name(cfg) != 'dataset':
-        return None
-    path = os.path.join(run_dir, NORM_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            stats = json.load(f)
-    else:
-        stats = dataset_stats(train_set.samples, cfg.image_size)
-        write_json(stats, path)
-        print(f'normalisation from the training images: mean {stats["mean"]}, std {stats["std"]} (cached in {path})')
-    cfg.norm_stats = stats
-    train_set.transform = train_transform(cfg, cfg.image_size)
-    val_set.transform = eval_transform(cfg, cfg.image_size)
-    return stats

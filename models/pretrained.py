@@ -30,6 +30,11 @@ class Weights:
     image_size: int   # the side the weights were trained at
     url: str = ''     # torch hub download (torchvision, resnest, timm weights outside the Hugging Face hub)
     repo: str = ''    # Hugging Face repo id (timm)
+    # the preprocessing they were trained with: input statistics, resize interpolation, centre-crop share
+    mean: tuple = config.IMAGENET_MEAN
+    std: tuple = config.IMAGENET_STD
+    interpolation: str = 'bilinear'
+    crop_pct: float = 0.875
 
     @property
     def path(self):
@@ -69,15 +74,20 @@ def _torch_hub_family(name):
         builder = RESNEST[name]
         url, label, size = resnest_model_urls[builder], builder, 224
         fetch = f'python -c "import resnest.torch as r; r.{builder}(pretrained=True)"'
+        preprocessing = {}  # ImageNet's statistics, bilinear (the resnest package's training)
     else:
         from torchvision.models import get_model_weights
         builder = TORCHVISION[name]
         weights = get_model_weights(builder).DEFAULT
-        url, label, size = weights.url, f'{type(weights).__name__}.{weights.name}', weights.transforms().crop_size[0]
+        url, label = weights.url, f'{type(weights).__name__}.{weights.name}'
+        preset = weights.transforms()  # the weights' own record: statistics, interpolation, resize and crop
+        size = preset.crop_size[0]
+        preprocessing = dict(mean=tuple(preset.mean), std=tuple(preset.std), interpolation=preset.interpolation.value,
+                             crop_pct=size / preset.resize_size[0])
         fetch = f'python -c "import torchvision; torchvision.models.{builder}(weights=\'{weights.name}\')"'
     folder = os.path.join(torch.hub.get_dir(), 'checkpoints')
     return Weights('resnest' if name in RESNEST else 'torchvision', label, folder, os.path.basename(url), fetch,
-                   size, url=url)
+                   size, url=url, **preprocessing)
 
 
 def _timm(name, arch, tagged):
@@ -96,15 +106,20 @@ def _timm(name, arch, tagged):
         raise config.UserError(f'timm has no pretrained weights named {tagged!r}; '
                                f'`python -c "import timm; print(timm.list_pretrained(\'{arch}*\'))"` lists them')
     tagged = f'{arch}.{cfg.tag}' if cfg.tag else arch
-    size = cfg.input_size[-1]
     fetch = f'python -c "import timm; timm.create_model(\'{tagged}\', pretrained=True)"'
+    from timm.data import resolve_data_config
+    data = resolve_data_config(pretrained_cfg=cfg.to_dict())  # the weights' own statistics, size, resize and crop
+    size = data['input_size'][-1]
+    preprocessing = dict(mean=tuple(data['mean']), std=tuple(data['std']), interpolation=data['interpolation'],
+                         crop_pct=data['crop_pct'])
     if cfg.hf_hub_id:
         from huggingface_hub.file_download import repo_folder_name
         folder = os.path.join(constants.HF_HUB_CACHE, repo_folder_name(repo_id=cfg.hf_hub_id, repo_type='model'))
         return Weights('timm', 'timm/' + tagged, folder, cfg.hf_hub_filename or 'model.safetensors', fetch, size,
-                       repo=cfg.hf_hub_id)
+                       repo=cfg.hf_hub_id, **preprocessing)
     folder = os.path.join(torch.hub.get_dir(), 'checkpoints')
-    return Weights('timm', 'timm/' + tagged, folder, os.path.basename(cfg.url), fetch, size, url=cfg.url)
+    return Weights('timm', 'timm/' + tagged, folder, os.path.basename(cfg.url), fetch, size, url=cfg.url,
+                   **preprocessing)
 
 
 def ensure(weights):
@@ -133,23 +148,34 @@ def ensure(weights):
             f'(or start from a local file with --pretrained-path)') from None
 
 
-def prepare(cfg):
-    """For a new training run, before anything is written: find (or fetch) the --pretrained file, record where it
-    came from on cfg.pretrained_weights (library, name, file, SHA-256; config.json and the checkpoints keep it),
-    and make image_size 0 the side the weights expect (a checkpoint of this toolkit: the side it was trained at)."""
-    if cfg.pretrained.lower() != 'none' and cfg.pretrained_path:
+def decide(plan):
+    """What the weights a new run starts from decide, before anything is written: for --pretrained, the file found
+    (or fetched) in its library's cache and recorded (library, name, file, SHA-256), the side, statistics and
+    interpolation the weights were trained with; for --pretrained-path, what that checkpoint of this toolkit was
+    trained with (its image size, and its statistics unless it used its data's own). {} when training from
+    scratch. Keys: pretrained_weights, image_size, normalize, mean, std, interpolation (those that apply)."""
+    if plan.pretrained.lower() != 'none' and plan.pretrained_path:
         raise config.UserError('give one of --pretrained and --pretrained-path, not both')
-    weights = find(cfg.model, cfg.pretrained)
+    weights = find(plan.model, plan.pretrained)
     if weights is not None:
         from utils.io import sha256
         path = ensure(weights)
-        cfg.pretrained_weights = {'library': weights.library, 'name': weights.name, 'file': path,
-                                  'sha256': sha256(path)}
-        cfg.image_size = cfg.image_size or weights.image_size
-    elif cfg.pretrained_path and not cfg.image_size:
+        same = tuple(weights.mean) == config.IMAGENET_MEAN and tuple(weights.std) == config.IMAGENET_STD
+        return {'pretrained_weights': {'library': weights.library, 'name': weights.name, 'file': path,
+                                       'sha256': sha256(path)},
+                'image_size': weights.image_size, 'normalize': 'imagenet' if same else 'weights',
+                'mean': tuple(weights.mean), 'std': tuple(weights.std), 'interpolation': weights.interpolation}
+    if plan.pretrained_path:
         from utils.io import stored_settings
-        cfg.image_size = int(stored_settings(cfg.pretrained_path).get('image_size', 0))
-    return cfg
+        stored = stored_settings(plan.pretrained_path)
+        # the published weights that checkpoint started from stay on record: the lineage of the weights
+        out = {'image_size': int(stored.get('image_size', 0)), 'pretrained_weights': stored.get('pretrained_weights')}
+        if stored.get('normalize') == 'dataset':
+            return {**out, 'normalize': 'dataset'}  # the new data's own, as that run had its data's own
+        mean, std = stored.get('mean', config.IMAGENET_MEAN), stored.get('std', config.IMAGENET_STD)
+        return {**out, 'normalize': stored.get('normalize', 'imagenet'), 'mean': tuple(mean), 'std': tuple(std),
+                'interpolation': stored.get('interpolation', 'bilinear')}
+    return {}
 
 
 def load_into(model, weights):

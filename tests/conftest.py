@@ -86,6 +86,14 @@ def learnable_data(tmp_path):
     return write_class_folders(tmp_path / 'learn', ['00000', '00001', '00002'], 20)
 
 
+def plan_for(**settings):
+    """The plan a run of these settings would use (utils/train/plan.resolve: every auto decided), nothing trained
+    or written."""
+    import config
+    from utils.train.plan import resolve
+    return resolve(config.parse(**settings))[0]
+
+
 def run_cli(*args, cwd=ROOT, timeout=300, env=None):
     """Run `python main.py ARGS` as a user would (`env`: variables set on top of ours); returns the
     CompletedProcess (text output)."""

@@ -70,7 +70,9 @@ def test_every_setting_has_a_help_line_and_survives_a_round_trip():
     for name, default, kind, text, group in config.settings():
         assert text and group, name
     cfg = config.parse(lr=0.5, env='x')
-    assert config.from_dict(cfg.to_dict()) == cfg
+    assert config.parse(**cfg.asked()) == cfg and cfg.asked() == {'env': 'x', 'lr': 0.5}
+    plan = config.Plan.of(cfg)
+    assert config.Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 
 @pytest.mark.parametrize('given, message', [
@@ -163,8 +165,10 @@ def test_a_runs_config_json_reruns_to_the_same_effective_config(tiny_data, tmp_p
                                     html_report=False, **FAST))
     again = engine.fit(config.parse(config=os.path.join(first, 'config.json'), run_name='b'))
     a, b = (json.load(open(os.path.join(d, 'config.json'))) for d in (first, again))
-    assert {k for k in a if a[k] != b[k]} == {'run_name'} and a.keys() == b.keys()
-    assert b['mixup_prob'] == 0.0 and b['cutmix_prob'] == 0.3
+    assert a['asked'] == b['asked']  # what --config reruns (the run's name is not part of it)
+    assert {k for k in a['used'] if a['used'][k] != b['used'][k]} == {'run_name'}
+    assert a['used'].keys() == b['used'].keys()
+    assert b['used']['mixup_prob'] == 0.0 and b['used']['cutmix_prob'] == 0.3
 
 
 def settings_file(tmp_path, values):

@@ -221,7 +221,7 @@ def test_server_killed_mid_run_the_run_finishes_and_its_log_is_complete(data, tm
 
 
 def test_vis_false_records_nothing_and_prints_nothing(tmp_path, capsys):
-    cfg = config.parse(vis=False, vis_port=free_port())
+    cfg = config.Plan.of(config.parse(vis=False, vis_port=free_port()))
     dashboard = RunDashboard(cfg, str(tmp_path), CLASSES)
     dashboard.step(0, 0, 4, 1.0, 0.1)
     dashboard.epoch({'epoch': 1}, {}, None)

@@ -6,7 +6,7 @@ from PIL import Image
 
 import config
 import main
-from conftest import FAST, write_class_folders
+from conftest import FAST, plan_for, write_class_folders
 from data import loaders, manifest
 from data.dataset import (BadFileLog, ImageFolderDataset, auto_image_size, collate, find_classes, load_rgb,
                           stratified_split)
@@ -128,7 +128,7 @@ def test_one_class_data_is_refused_in_one_line_before_a_run_directory_exists(tmp
     rows = [{'path': str(p), 'label': 'only'} for p in (tmp_path / 'train' / 'only').iterdir()]
     path = manifest.write(str(tmp_path / 'one.csv'), rows)
     with pytest.raises(config.UserError, match='at least 2 classes'):
-        loaders.build_train_val(config.parse(**FAST, manifest=path))
+        plan_for(**FAST, manifest=path)
 
 
 def test_an_empty_class_folder_is_named_and_kept_only_when_allowed(tmp_path, capsys):
@@ -140,7 +140,7 @@ def test_an_empty_class_folder_is_named_and_kept_only_when_allowed(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "['c_empty']" in err[0] and '--allow-empty-classes' in err[0]
     assert not (tmp_path / 'ck').exists()
-    cfg = config.parse(**FAST, train_data_root=str(tmp_path / 'train'), allow_empty_classes=True)
-    train_set, val_set = loaders.build_train_val(cfg)
+    plan = plan_for(**FAST, train_data_root=str(tmp_path / 'train'), allow_empty_classes=True)
+    train_set, val_set = loaders.build_train_val(plan)
     assert train_set.classes == ['a', 'b', 'c_empty'] and set(train_set.targets) == {0, 1}
     assert 'c_empty' in capsys.readouterr().err  # still named, as a warning

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import config
-from conftest import FAST, ROOT, run_cli, write_class_folders
+from conftest import FAST, ROOT, plan_for, run_cli, write_class_folders
 from utils.curate import analyze as report
 from data import loaders, manifest
 from utils.curate import clean
@@ -162,8 +162,7 @@ def test_split_manifest_round_trips_and_trains_with_extra_manifest(tmp_path):
 
     extra = manifest.write(str(tmp_path / 'extra.csv'), [{'path': str(tmp_path / 'more' / 'x' / 'a' / '000.png'),
                                                           'label': 'b'}])
-    cfg = config.parse(**FAST, manifest=str(path), extra_manifest=extra)
-    train_set, val_set = loaders.build_train_val(cfg)
+    train_set, val_set = loaders.build_train_val(plan_for(**FAST, manifest=str(path), extra_manifest=extra))
     assert train_set.classes == ['a', 'b', 'c'] and len(val_set) == 9 and len(train_set) == 51 + 1
     assert train_set.samples[-1] == (str(tmp_path / 'more' / 'x' / 'a' / '000.png'), 1)
     assert {p for p, _ in val_set.samples} == {r['path'] for r in rows if r['split'] == 'val'}
@@ -293,18 +292,15 @@ def test_hard_lists_name_exactly_the_images_the_checkpoint_gets_wrong(trained):
 
 def _upsampled(tmp_path, **kw):
     """Training and validation sets with one extra copy of two listed training images, normalised with the
-    training set's own statistics as `train` does; returns (upsampled set, cfg, indices of the listed images)."""
-    from data import transforms
+    training set's own statistics as `train` does; returns (upsampled set, plan, indices of the listed images)."""
     write_class_folders(tmp_path / 'train', ['a', 'b', 'c'], 6, seed=0)
     write_class_folders(tmp_path / 'val', ['a', 'b', 'c'], 2, seed=1)
     paths = [str(tmp_path / 'train' / 'b' / '001.png'), str(tmp_path / 'train' / 'c' / '004.png')]
     listed = manifest.write(str(tmp_path / 'hard.csv'), [{'path': p, 'label': p.split(os.sep)[-2]} for p in paths])
-    cfg = config.parse(**{**FAST, **kw}, train_data_root=str(tmp_path / 'train'), val_data_root=str(tmp_path / 'val'),
-                       augment='none', jitter=0, erasing=0, normalize='dataset', upsample_hard=1, hard_list=listed)
-    up, val = loaders.build_train_val(cfg)
-    os.makedirs(tmp_path / 'run')
-    transforms.prepare_normalization(cfg, up, val, str(tmp_path / 'run'))
-    return up, cfg, [[p for p, _ in up.samples].index(p) for p in paths]
+    plan = plan_for(**{**FAST, **kw}, train_data_root=str(tmp_path / 'train'), val_data_root=str(tmp_path / 'val'),
+                    augment='none', jitter=0, erasing=0, normalize='dataset', upsample_hard=1, hard_list=listed)
+    up, val = loaders.build_train_val(plan)
+    return up, plan, [[p for p, _ in up.samples].index(p) for p in paths]
 
 
 def test_upsampled_copies_see_the_runs_transform_and_normalisation(tmp_path):
@@ -312,7 +308,8 @@ def test_upsampled_copies_see_the_runs_transform_and_normalisation(tmp_path):
     from torchvision import transforms as T
     from data.dataset import load_rgb
     up, cfg, hard = _upsampled(tmp_path, cache='none')  # streaming: the per-image transform
-    stats = T.Normalize(cfg.norm_stats['mean'], cfg.norm_stats['std'])  # the training set's own, as validation
+    assert cfg.normalize == 'dataset' and cfg.mean != config.IMAGENET_MEAN
+    stats = T.Normalize(cfg.mean, cfg.std)  # the training set's own, as validation
     n = len(up.base)
     assert isinstance(up, UpsampledDataset) and len(up) == n + 2 and up.targets[n:] == [1, 2]
     for k, i in enumerate(hard):

@@ -79,7 +79,7 @@ def test_torchrun_two_cpu_ranks_train_identical_weights_on_disjoint_halves_one_c
     assert os.listdir(tmp_path / 'ck') == ['ddp']
     run = tmp_path / 'ck' / 'ddp'
     assert sorted(os.listdir(run)) == ['best_model.pth', 'classes.json', 'config.json', 'curves.png', 'last.pth',
-                                       'lr.csv', 'metrics.jsonl', 'normalization.json', 'report.html', 'report.json']
+                                       'lr.csv', 'metrics.jsonl', 'report.html', 'report.json']
     assert len(open(run / 'metrics.jsonl').read().splitlines()) == 2  # one writer, one line per epoch
     saved = torch.load(run / 'last.pth', weights_only=True)['model']
     assert all(torch.equal(v, ranks[0]['state'][k]) for k, v in saved.items())

@@ -56,7 +56,7 @@ def test_export_all_writes_both_files_with_their_sidecars_and_prints_the_parity_
     for path in (shipped['onnx'], shipped['ts']):
         meta = json.load(open(path + '.json'))
         assert meta['classes'] == CLASSES and meta['image_size'] == 32
-        assert meta['mean'] == ckpt['normalization']['mean'] and meta['std'] == ckpt['normalization']['std']
+        assert meta['mean'] == ckpt['plan']['mean'] and meta['std'] == ckpt['plan']['std']
         assert meta['source']['sha256'] == hashlib.sha256(open(shipped['ckpt'], 'rb').read()).hexdigest()
         assert meta['sha256'] == hashlib.sha256(open(path, 'rb').read()).hexdigest()
     assert not [f for f in os.listdir(os.path.dirname(shipped['ckpt'])) if f.endswith('.tmp')]

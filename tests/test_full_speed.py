@@ -1,5 +1,7 @@
 """Full speed by default: the cache chosen automatically, batches served whole, the random resized crop on
 batches, device-side loss and accuracy, and (where CUDA exists) a steady-state step that never waits for the GPU."""
+import dataclasses
+
 import pytest
 import torch
 from torchvision import transforms as T
@@ -8,8 +10,8 @@ from torchvision.transforms import functional as TF
 
 import config
 import models
-from conftest import FAST, run_cli
-from data import cache, loaders, transforms
+from conftest import FAST, plan_for, run_cli
+from data import cache, loaders
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
 from utils.train import engine
@@ -20,13 +22,20 @@ from utils.dashboard.windows import RunDashboard
 
 
 def settings(tiny_data, **extra):
-    return config.parse(train_data_root=str(tiny_data / 'train'), **{**FAST, **extra})
+    """The plan of a run of these settings on tiny_data: every auto decided, the cache too."""
+    return plan_for(train_data_root=str(tiny_data / 'train'), **{**FAST, **extra})
+
+
+def undecided(tiny_data, **extra):
+    """The plan of these settings on the CPU before the cache is decided (what cache.choose is given)."""
+    return dataclasses.replace(config.Plan.of(config.parse(train_data_root=str(tiny_data / 'train'),
+                                                           **{**FAST, **extra})), device='cpu')
 
 
 @pytest.mark.parametrize('augment', ['basic', 'resized'])
 def test_auto_caches_in_ram_when_the_images_fit_and_says_so(tiny_data, capsys, augment):
     cfg = settings(tiny_data, augment=augment, hflip=True)
-    assert config.DefaultConfig().cache == 'auto'
+    assert config.DefaultConfig().cache == 'auto' and 'cache' in cfg.machine_chose
     train_set, val_set = loaders.build_train_val(cfg)
     assert cfg.cache == 'ram' and isinstance(train_set, cache.CachedImages) and isinstance(val_set, cache.CachedImages)
     assert 'cache: ram (auto)' in capsys.readouterr().out
@@ -40,15 +49,14 @@ def test_auto_caches_in_ram_when_the_images_fit_and_says_so(tiny_data, capsys, a
     (dict(image_size=200000), 'more than 50% of the available memory'),
 ])
 def test_auto_streams_from_disk_with_one_line_saying_why(tiny_data, capsys, extra, reason):
-    cfg = settings(tiny_data, **extra)
-    assert cache.choose(cfg, 30) == 'none'
+    assert cache.choose(undecided(tiny_data, **extra), 30) == 'none'
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('cache: none')]
     assert len(lines) == 1 and reason in lines[0]
 
 
 def test_auto_caches_with_upsampled_hard_examples_too(tiny_data, capsys):
     """The copies are region crops of the cached images (data/hard.py), so --upsample-hard keeps the cache."""
-    assert cache.choose(settings(tiny_data, upsample_hard=2, hard_list='hard.csv'), 30) == 'ram'
+    assert cache.choose(undecided(tiny_data, upsample_hard=2, hard_list='hard.csv'), 30) == 'ram'
     assert 'cache: ram (auto)' in capsys.readouterr().out
 
 
@@ -141,8 +149,6 @@ def test_a_steady_state_training_step_never_waits_for_the_gpu(tiny_data, tmp_pat
     # the defaults (ResNet34 + CBAM, Mixup, jitter, erasing, label smoothing, onecycle) plus CutMix, EMA, clipping
     cfg = settings(tiny_data, model='ResNet34', use_gpu=True, cache=cache_kind, mixup_prob=0.5, cutmix_prob=0.5,
                    ema=True, clip_grad=1.0, print_freq=1000)
-    cfg.attention = models.resolve_attention(cfg.model, cfg.attention, cfg.pretrained_path)
-    cfg.normalize = transforms.normalize_name(cfg)
     train_set, _ = loaders.build_train_val(cfg)
     assert cfg.cache == cache_kind
     device = torch.device('cuda')

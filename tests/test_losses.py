@@ -128,9 +128,13 @@ def test_an_explicit_lb_neg_keeps_the_write_ups_fixed_target(classes):
     assert loss.item() == pytest.approx(sum(hand) / 5, rel=1e-6)
 
 
-@pytest.mark.parametrize('value', ['0.5x', '1', '-0.1', 'nan', 'none'])
-def test_lb_neg_other_than_auto_or_a_probability_is_refused_in_one_line(value):
-    with pytest.raises(config.ConfigError, match=r'--lb-neg must be auto or a probability in \[0, 1\)'):
+@pytest.mark.parametrize('value, message', [('0.5x', r"--lb-neg='0.5x' is not a valid float or auto"),
+                                            ('none', r"--lb-neg='none' is not a valid float or auto"),
+                                            ('1', r'--lb-neg must be auto or a probability in \[0, 1\)'),
+                                            ('-0.1', r'--lb-neg must be auto or a probability in \[0, 1\)'),
+                                            ('nan', r'--lb-neg must be auto or a probability in \[0, 1\)')])
+def test_lb_neg_other_than_auto_or_a_probability_is_refused_in_one_line(value, message):
+    with pytest.raises(config.ConfigError, match=message):
         config.parse(lb_neg=value)
 
 

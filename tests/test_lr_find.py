@@ -11,7 +11,7 @@ from PIL import Image
 import config
 import main
 import models
-from conftest import FAST, run_cli
+from conftest import FAST, plan_for, run_cli
 from data import loaders
 from utils import io as checkpoint
 from data import cache
@@ -24,8 +24,7 @@ CLI = [f'--{config.flag(k)}={v}' for k, v in FAST.items()]
 
 def sweep_parts(train_root, **settings):
     """The model, optimizer, loader and loss of a tiny SqueezeNet run, built with train's own builders."""
-    cfg = loaders.resolve_roots(config.parse(**FAST, train_data_root=str(train_root), normalize='imagenet',
-                                             **settings))
+    cfg = plan_for(**FAST, train_data_root=str(train_root), normalize='imagenet', **settings)
     train_set, _ = loaders.build_train_val(cfg)
     loader = loaders.train_loader(train_set, cfg, None, torch.Generator().manual_seed(0))
     model = models.build(cfg.model, len(train_set.classes))
@@ -110,7 +109,7 @@ def test_lr_find_writes_its_curve_plot_and_dashboard_window_in_a_run_directory(t
     assert lrs[0] == pytest.approx(1e-7) and lrs[-1] == pytest.approx(1)
     assert np.allclose(lrs[1:] / lrs[:-1], lrs[1] / lrs[0])  # exponential
     assert Image.open(run / 'lr_find.png').format == 'PNG'
-    record = json.loads((run / 'config.json').read_text())['lr_find']
+    record = json.loads((run / 'config.json').read_text())['used']['lr_find']
     line = next(line for line in res.stdout.splitlines() if line.startswith('lr_find: swept'))
     assert f'suggested lr {record["valley"]:.3g} (valley; steep {record["steep"]:.3g})' in line
     assert lrs[0] <= record['valley'] <= lrs[-1]
@@ -124,12 +123,12 @@ def test_lr_auto_trains_with_the_found_lr_and_records_it(tiny_data):
     res = run_cli('train', *common, '--lr=auto', '--run-name=auto', cwd=tiny_data.parent)
     assert res.returncode == 0, res.stderr
     run = tiny_data.parent / 'checkpoints' / 'auto'
-    stored = json.loads((run / 'config.json').read_text())
+    stored = json.loads((run / 'config.json').read_text())['used']
     assert stored['lr'] == stored['lr_find']['valley'] and 1e-7 <= stored['lr'] <= 1
     assert (run / 'lr_find.csv').is_file()
     steps = (run / 'lr.csv').read_text().splitlines()
     assert steps and all(float(line.split(',')[2]) == pytest.approx(stored['lr'], rel=1e-5) for line in steps)
-    assert checkpoint.load_checkpoint(run / 'last.pth')['config']['lr'] == stored['lr']
+    assert checkpoint.load_checkpoint(run / 'last.pth')['plan']['lr'] == stored['lr']
     # the sweep leaves no trace in the training: the same run as one given that lr as a number
     res = run_cli('train', *common, f'--lr={stored["lr"]!r}', '--run-name=number', cwd=tiny_data.parent)
     assert res.returncode == 0, res.stderr

@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 import config
-from conftest import write_class_folders
-from data import loaders, transforms
+from conftest import plan_for, write_class_folders
+from data import loaders
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.cache import finish_batch
 from utils.dashboard.server import free_port
@@ -62,13 +62,12 @@ def cached_and_streamed(tmp_path, capsys):
     write_class_folders(tmp_path / 'val', ['a', 'b', 'c'], 3, seed=1)
     sent = {}
     for cache in ('none', 'ram'):
-        cfg = config.parse(train_data_root=str(tmp_path / 'train'), val_data_root=str(tmp_path / 'val'), cache=cache,
-                           image_size=32, augment='none', jitter=0, erasing=0, batch_size=8, num_workers=0,
-                           vis_port=free_port(), normalize='dataset')
+        cfg = plan_for(train_data_root=str(tmp_path / 'train'), val_data_root=str(tmp_path / 'val'), cache=cache,
+                       image_size=32, augment='none', jitter=0, erasing=0, batch_size=8, num_workers=0,
+                       vis_port=free_port(), normalize='dataset')
         train_set, val_set = loaders.build_train_val(cfg)
         run_dir = str(tmp_path / cache)
         os.makedirs(run_dir)
-        transforms.prepare_normalization(cfg, train_set, val_set, run_dir)
         vis = RunDashboard(cfg, run_dir, train_set.classes)  # no server: the windows are recorded in visdom.log
         images, labels, _ = next(iter(loaders.eval_loader(train_set, cfg)))
         vis.show_batch(finish_batch(images, torch.device('cpu'), cfg, True), labels)

@@ -68,13 +68,13 @@ def test_torchvision_run_records_the_weights_and_resolves_auto_to_what_they_expe
     path, _ = put_in_torch_hub(monkeypatch, tmp_path, 'SqueezeNet', 'squeezenet1_1-b8a52dc0.pth')
     run = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path / 'ck'),
                                   run_name='tv', pretrained='imagenet', **{**FAST, 'image_size': 0}))
-    saved = json.load(open(os.path.join(run, 'config.json')))
+    saved = json.load(open(os.path.join(run, 'config.json')))['used']
     assert saved['pretrained_weights'] == {'library': 'torchvision', 'name': 'SqueezeNet1_1_Weights.IMAGENET1K_V1',
                                            'file': str(path),
                                            'sha256': hashlib.sha256(path.read_bytes()).hexdigest()}
     assert (saved['image_size'], saved['normalize'], saved['attention']) == (224, 'imagenet', 'none')
     ckpt = torch.load(os.path.join(run, 'last.pth'), weights_only=True)
-    assert ckpt['config']['pretrained_weights'] == saved['pretrained_weights']
+    assert ckpt['plan']['pretrained_weights'] == saved['pretrained_weights']
 
 
 def test_timm_weights_load_from_the_hugging_face_cache_offline_and_frozen_layers_keep_them(tiny_data, tmp_path):
@@ -86,7 +86,7 @@ def test_timm_weights_load_from_the_hugging_face_cache_offline_and_frozen_layers
                   *[f'--{k.replace("_", "-")}={v}' for k, v in FAST.items() if k != 'model'],
                   env={'HF_HOME': str(tmp_path / 'hf'), 'HF_HUB_OFFLINE': '1'})
     assert res.returncode == 0, res.stderr[-2000:]
-    saved = json.load(open(tmp_path / 'ck' / 'timm' / 'config.json'))
+    saved = json.load(open(tmp_path / 'ck' / 'timm' / 'config.json'))['used']
     assert saved['pretrained_weights']['name'] == 'timm/efficientnet_b0.ra_in1k'
     assert saved['pretrained_weights']['file'] == str(path) and saved['image_size'] == 32  # given: kept
     trained = torch.load(tmp_path / 'ck' / 'timm' / 'last.pth', weights_only=True)['model']
@@ -185,6 +185,6 @@ def test_pseudo_rounds_retrain_a_pretrained_run_from_its_checkpoint(tiny_data, t
                                       num_workers=0, vis=False, max_epoch=1))
     assert len(results) == 2
     [trained] = (tmp_path / 'ck').glob('pseudo-*-train1')
-    retrained = json.load(open(trained / 'config.json'))
+    retrained = json.load(open(trained / 'config.json'))['used']
     assert retrained['pretrained_path'] == os.path.join(run, 'best_model.pth')
     assert retrained['pretrained_weights']['name'] == 'SqueezeNet1_1_Weights.IMAGENET1K_V1'  # the lineage stays

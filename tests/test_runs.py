@@ -36,8 +36,9 @@ def reference(tmp_path_factory):
             'points': {what: (at, mode) for at, mode, what in points}}
 
 
-@pytest.mark.parametrize('point', ['epoch 2: after the metrics row, before last.pth',
-                                   'epoch 1: after last.pth, before best_model.pth',
+@pytest.mark.parametrize('point', ['epoch 2: trained and validated, before last.pth',
+                                   'epoch 1: after last.pth, before its metrics row',
+                                   'epoch 1: after its metrics row, before best_model.pth',
                                    'epoch 1: best_model.pth complete in its temporary, not renamed'])
 def test_a_run_killed_at_a_write_resumes_to_the_files_of_an_uninterrupted_run(reference, point):
     work, at = reference['work'], reference['points'][point]
@@ -53,7 +54,7 @@ def test_a_run_killed_at_a_write_resumes_to_the_files_of_an_uninterrupted_run(re
 
 
 def test_the_checkpoint_size_estimate_from_the_registry_matches_a_real_last_pth(reference):
-    stem = json.load(open(reference['dir'] / 'config.json'))['stem']  # auto made concrete: small at 32 px
+    stem = json.load(open(reference['dir'] / 'config.json'))['used']['stem']  # auto made concrete: small at 32 px
     size = checkpoint.estimated_size(models.parameter_count('SqueezeNet', 3, stem=stem), ema=True)
     assert abs(size - os.path.getsize(reference['dir'] / 'last.pth')) < 0.02 * size
 
@@ -72,7 +73,8 @@ def test_resume_with_another_model_is_one_line_and_writes_nothing(reference):
     before = snapshot(reference['dir'])
     res = run_cli('train', f'--resume={reference["dir"] / "last.pth"}', '--model=AlexNet', '--max-epoch=3')
     assert res.returncode == 2 and 'Traceback' not in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1 and 'holds a SqueezeNet model, not AlexNet' in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert 'trained with --model=SqueezeNet; --model=AlexNet contradicts it' in res.stderr
     assert snapshot(reference['dir']) == before
 
 

@@ -1,4 +1,5 @@
 """The RAM cache, batch augmentation on the device, and the GPU-path settings on the CPU."""
+import dataclasses
 import json
 import os
 
@@ -7,14 +8,14 @@ import torch
 import torch.nn.functional as F
 
 import config
-from conftest import FAST, LEARNS
+from conftest import FAST, LEARNS, plan_for
 from data import cache, loaders
 from utils.train import engine
 
 
 def test_cached_eval_tensors_equal_uncached_ones_at_the_working_size(tiny_data, capsys):
-    plain = config.parse(train_data_root=str(tiny_data / 'train'), image_size=48, num_workers=0, cache='none')
-    cached = config.parse(train_data_root=str(tiny_data / 'train'), image_size=48, num_workers=0, cache='ram')
+    plain = plan_for(train_data_root=str(tiny_data / 'train'), image_size=48, num_workers=0, cache='none')
+    cached = plan_for(train_data_root=str(tiny_data / 'train'), image_size=48, num_workers=0, cache='ram')
     _, val_plain = loaders.build_train_val(plain)
     _, val_cached = loaders.build_train_val(cached)
     assert 'need 0.00 GiB' in capsys.readouterr().out  # the estimate is printed first
@@ -27,9 +28,8 @@ def test_cached_eval_tensors_equal_uncached_ones_at_the_working_size(tiny_data, 
 
 
 def test_cache_refuses_with_the_figure_when_it_exceeds_available_memory(tiny_data):
-    cfg = config.parse(train_data_root=str(tiny_data / 'train'), image_size=200000, cache='ram')
     with pytest.raises(ValueError, match=r'--cache=ram needs 3352\.76 GiB but only .* GiB .*--cache=none'):
-        loaders.build_train_val(cfg)
+        plan_for(train_data_root=str(tiny_data / 'train'), image_size=200000, cache='ram')
 
 
 def test_batch_augmentation_is_an_edge_padded_crop_drawn_per_image():
@@ -117,10 +117,10 @@ def test_batch_flip_flips_about_half_of_the_images_whole():
 
 def test_cached_batches_get_every_default_augmentation_and_the_dataset_normalisation(tiny_data):
     from data import transforms
-    cfg = config.parse(train_data_root=str(tiny_data / 'train'), image_size=32, num_workers=0, cache='ram')
-    assert cfg.jitter > 0 and cfg.erasing > 0 and transforms.normalize_name(cfg) == 'dataset'
+    cfg = plan_for(train_data_root=str(tiny_data / 'train'), image_size=32, num_workers=0, cache='ram')
+    assert cfg.jitter > 0 and cfg.erasing > 0 and cfg.normalize == 'dataset'
     train_set, val_set = loaders.build_train_val(cfg)
-    cfg.norm_stats = {'mean': [0.3, 0.4, 0.5], 'std': [0.2, 0.25, 0.3]}
+    cfg = dataclasses.replace(cfg, mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3))
     plain = transforms.eval_transform(cfg, 32)
     image = val_set[0][0]
     from PIL import Image

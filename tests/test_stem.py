@@ -121,29 +121,37 @@ def _first_conv(module):
 
 def test_the_resolved_stem_is_stored_and_rebuilt_by_evaluation_and_resume(tiny_data, tmp_path):
     run = _fit(tmp_path, tiny_data / 'train', 'auto32')  # SqueezeNet from scratch at 32 px: auto -> small
-    assert json.load(open(os.path.join(run, 'config.json')))['stem'] == 'small'
+    assert json.load(open(os.path.join(run, 'config.json')))['used']['stem'] == 'small'
     best = os.path.join(run, 'best_model.pth')
-    assert torch.load(best, weights_only=True)['config']['stem'] == 'small'
-    # a --stem given to evaluation cannot change the architecture of the weights
-    for extra in ({}, {'stem': 'imagenet'}):
+    assert torch.load(best, weights_only=True)['plan']['stem'] == 'small'
+    for extra in ({}, {'stem': 'auto'}, {'stem': 'small'}):  # what the weights were made with
         model, cfg, ckpt, _ = loop.load_for_eval(config.parse(load_path=best, num_workers=0, **extra))
         assert cfg.stem == 'small' and _first_conv(model.net).stride == (1, 1)
+    # a --stem given to evaluation or to a resume cannot change the architecture of the weights: one line
+    for cfg in (config.parse(load_path=best, stem='imagenet'), config.parse(resume=os.path.join(run, 'last.pth'),
+                                                                              stem='imagenet')):
+        with pytest.raises(config.UserError, match='--stem=small; --stem=imagenet contradicts it'):
+            (loop.load_for_eval if cfg.load_path else engine.fit)(cfg)
     result = loop.evaluate_checkpoint(config.parse(load_path=best, num_workers=0, vis=False), 'val')
     assert result['top1'] == pytest.approx(ckpt['best_metric'])
-    resumed = engine.fit(config.parse(resume=os.path.join(run, 'last.pth'), max_epoch=2, stem='imagenet'))
+    resumed = engine.fit(config.parse(resume=os.path.join(run, 'last.pth'), max_epoch=2))
     last = torch.load(os.path.join(resumed, 'last.pth'), weights_only=True)
-    assert (last['epoch'], last['config']['stem']) == (1, 'small')
+    assert (last['epoch'], last['plan']['stem']) == (1, 'small')
 
 
 def test_a_checkpoint_written_before_the_stem_setting_loads_and_resumes_as_imagenet(tiny_data, tmp_path):
     run = _fit(tmp_path, tiny_data / 'train', 'old', stem='imagenet')
-    for name in ('best_model.pth', 'last.pth'):  # as a checkpoint of an earlier version: no 'stem' key
+    settings = {name for name, *_ in config.settings()}
+    for name in ('best_model.pth', 'last.pth'):  # as a checkpoint of an earlier version: settings, no 'stem' key
         path = os.path.join(run, name)
         state = torch.load(path, weights_only=True)
-        del state['config']['stem']
+        plan = state.pop('plan')
+        del state['asked']
+        state['config'] = {k: v for k, v in plan.items() if k in settings and k != 'stem'}
+        state['normalization'] = {'mean': plan['mean'], 'std': plan['std']}
         torch.save(state, path)
     model, cfg, _, _ = loop.load_for_eval(config.parse(load_path=os.path.join(run, 'best_model.pth'),
                                                          num_workers=0))
     assert cfg.stem == 'imagenet' and _first_conv(model.net).stride == (2, 2)
     resumed = engine.fit(config.parse(resume=os.path.join(run, 'last.pth'), max_epoch=2))
-    assert torch.load(os.path.join(resumed, 'last.pth'), weights_only=True)['config']['stem'] == 'imagenet'
+    assert torch.load(os.path.join(resumed, 'last.pth'), weights_only=True)['plan']['stem'] == 'imagenet'

@@ -146,7 +146,7 @@ def test_quick_suite_prints_the_table_and_the_ablation_table(tmp_path):
     assert '| digits | rbf-svm |' in table and '| digits | defaults |' in table
     assert 'digits: defaults ' in table  # the verdict line against rbf-svm
     with open(tmp_path / 'work' / 'digits-defaults+loss=ce-seed0' / 'config.json') as f:
-        assert json.load(f)['loss'] == 'ce'  # the variant trained with its setting changed
+        assert json.load(f)['used']['loss'] == 'ce'  # the variant trained with its setting changed
     assert '| loss=ce | ' in table[table.index('Ablations'):]
 
 
@@ -178,7 +178,7 @@ def test_zoo_trains_each_model_and_stem_marks_near_chance_and_drops_the_checkpoi
     from benchmarks.zoo import near_chance
     for r in runs:
         run_dir = work / f'digits-SqueezeNet-{r["stem"]}-1ep-seed0'
-        assert json.load(open(run_dir / 'config.json'))['stem'] == r['stem']
+        assert json.load(open(run_dir / 'config.json'))['used']['stem'] == r['stem']
         assert (run_dir / 'test_metrics.json').exists() and not list(run_dir.glob('*.pth'))
         cell = f'{100 * r["test_acc"]:.1f}' + (' *' if near_chance(r['test_acc'], 10) else '')
         assert f'| SqueezeNet | {r["stem"]} | {cell} |' in done.stdout

@@ -27,7 +27,7 @@ def test_one_epoch_learns_and_writes_both_checkpoints_config_classes_and_metrics
     ckpt = torch.load(os.path.join(run_dir, 'last.pth'), weights_only=True)
     assert ckpt['model_name'] == 'ResNet34' and ckpt['classes'] == ['00000', '00001', '00002']
     assert ckpt['epoch'] == 0 and ckpt['num_classes'] == 3 and 'optimizer' in ckpt and 'scheduler' in ckpt
-    assert json.load(open(os.path.join(run_dir, 'config.json')))['image_size'] == 32
+    assert json.load(open(os.path.join(run_dir, 'config.json')))['used']['image_size'] == 32
     rows = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
     assert len(rows) == 1 and rows[0]['val_acc'] >= 0.75  # chance is 1/3; this run gets 9 of 9 right
 
@@ -41,7 +41,7 @@ def test_max_epoch_auto_is_resolved_from_the_training_set_and_recorded(tiny_data
                        **{**FAST, 'max_epoch': 0})
     run_dir = engine.fit(cfg)
     assert 'max_epoch: auto = 3 epochs for 24 training images' in capsys.readouterr().out  # 6 of 30 validate
-    assert json.load(open(os.path.join(run_dir, 'config.json')))['max_epoch'] == 3
+    assert json.load(open(os.path.join(run_dir, 'config.json')))['used']['max_epoch'] == 3
     assert len(open(os.path.join(run_dir, 'metrics.jsonl')).readlines()) == 3
 
 
@@ -89,7 +89,7 @@ def test_resume_continues_from_the_last_finished_epoch(tiny_data, tmp_path):
     rows = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
     assert [r['epoch'] for r in rows] == [1, 2, 3]
     ckpt = torch.load(last, weights_only=True)
-    assert ckpt['epoch'] == 2 and ckpt['config']['model'] == 'SqueezeNet'
+    assert ckpt['epoch'] == 2 and ckpt['plan']['model'] == 'SqueezeNet'
 
 
 def test_a_run_killed_mid_epoch_resumes_with_the_cli(tmp_path):

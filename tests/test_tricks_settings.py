@@ -10,9 +10,10 @@ from PIL import Image
 
 import config
 import models
-from conftest import FAST, crop_box, gradient_image, write_class_folders
+from conftest import FAST, crop_box, gradient_image, plan_for, write_class_folders
 from data import transforms
 from data.samplers import build_sampler
+from models import pretrained
 from utils.train import engine
 from utils.evaluate import loop
 from utils.train import step as tricks
@@ -55,7 +56,7 @@ NOISE = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)  
 
 def augmented(preset, image, draws=12):
     """`draws` outputs of the preset's training transform (no jitter, erasing or flip), un-normalised to HWC."""
-    cfg = config.parse(augment=preset, jitter=0, erasing=0)
+    cfg = config.Plan.of(config.parse(augment=preset, jitter=0, erasing=0))
     transform = transforms.train_transform(cfg, image.width)
     torch.manual_seed(0)
     return [unnormalize(transform(image)[None], *transforms.norm_stats(cfg))[0].transpose(1, 2, 0)
@@ -113,21 +114,17 @@ def test_hflip_is_opt_in_and_flips():
     assert (255, 255, 255) in flipped and (0, 0, 0) in flipped  # sometimes flipped, sometimes not
 
 
-def test_dataset_normalisation_is_computed_once_cached_and_used(tmp_path):
+def test_dataset_normalisation_is_computed_once_into_the_plan_and_used(tmp_path):
     write_class_folders(tmp_path / 'train', ['a', 'b'], 3)
-    cfg = config.parse(train_data_root=str(tmp_path / 'train'), normalize='dataset', image_size=32,
-                       num_workers=0)
+    plan = plan_for(train_data_root=str(tmp_path / 'train'), normalize='dataset', image_size=32, num_workers=0,
+                    cache='none')
     from data import loaders
-    train_set, val_set = loaders.build_train_val(cfg)
-    stats = transforms.prepare_normalization(cfg, train_set, val_set, str(tmp_path))
+    train_set, val_set = loaders.build_train_val(plan)
     pixels = torch.stack([transforms.T.ToTensor()(Image.open(p).convert('RGB')) for p, _ in train_set.samples])
-    assert stats['mean'] == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
-    assert stats['std'] == pytest.approx(pixels.std(dim=(0, 2, 3), unbiased=False).tolist(), abs=1e-4)
-    assert json.load(open(tmp_path / 'normalization.json')) == stats
+    assert plan.mean == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
+    assert plan.std == pytest.approx(pixels.std(dim=(0, 2, 3), unbiased=False).tolist(), abs=1e-4)
     norm = [t for t in val_set.transform.transforms if isinstance(t, transforms.T.Normalize)][0]
-    assert list(norm.mean) == stats['mean']
-    (tmp_path / 'normalization.json').write_text(json.dumps({'mean': [0.5] * 3, 'std': [0.25] * 3}))
-    assert transforms.prepare_normalization(cfg, train_set, val_set, str(tmp_path))['mean'] == [0.5] * 3  # cached
+    assert list(norm.mean) == list(plan.mean)
 
 
 @pytest.mark.parametrize('name, kind', [('sgd', 'SGD'), ('adam', 'Adam'), ('adamw', 'AdamW'), ('radam', 'RAdam'),
@@ -242,7 +239,8 @@ def test_accumulation_steps_on_each_groups_mean_and_nothing_carries_into_the_nex
     root = write_class_folders(tmp_path / 'train', ['a', 'b', 'c'], 10)
     if unreadable_last:
         open(root / 'c' / 'zzz.png', 'wb').close()  # sorted last: the fourth batch holds only this file
-    cfg = config.parse(accum_steps=2, mixup_prob=0, scheduler='none', batch_size=10, num_workers=0, max_epoch=2)
+    cfg = config.Plan.of(config.parse(accum_steps=2, mixup_prob=0, scheduler='none', batch_size=10, num_workers=0,
+                                      max_epoch=2))
     loader = loaders.eval_loader(ImageFolderDataset.from_folder(str(root), transform=T.ToTensor()), cfg)
     assert len(loader) == 3 + unreadable_last
     torch.manual_seed(0)
@@ -323,7 +321,7 @@ def test_issue_recipe_settings_train_and_evaluate_resnet34_with_cbam(tiny_data, 
     cfg = config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0)
     model, ecfg, ckpt, _ = loop.load_for_eval(cfg)
     assert sum(1 for m in model.modules() if hasattr(m, 'attention')) == 16
-    assert ecfg.norm_stats == ckpt['normalization'] and len(ckpt['normalization']['mean']) == 3
+    assert list(ecfg.mean) == ckpt['plan']['mean'] and ecfg.normalize == 'dataset' and len(ecfg.mean) == 3
 
 
 def test_mixup_is_the_default_mixing_and_asking_for_cutmix_replaces_it():
@@ -337,11 +335,10 @@ def test_auto_attention_is_cbam_for_resnets_from_scratch_only(tmp_path):
     assert models.resolve_attention('ResNet101', 'auto') == 'cbam'
     assert models.resolve_attention('SqueezeNet', 'auto') == 'none'
     assert models.resolve_attention('ResNet34', 'se') == 'se'
-    assert transforms.normalize_name(config.parse()) == 'dataset'
     plain = str(tmp_path / 'torchvision_resnet34.pth')  # weights from elsewhere: a bare state_dict
     torch.save(models.build('ResNet34', 10).net.state_dict(), plain)
     assert models.resolve_attention('ResNet34', 'auto', pretrained_path=plain) == 'none'
-    assert transforms.normalize_name(config.parse(pretrained_path=plain)) == 'imagenet'
+    assert pretrained.decide(config.Plan.of(config.parse(pretrained_path=plain)))['normalize'] == 'imagenet'
 
 
 def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, tmp_path):
@@ -350,14 +347,14 @@ def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, t
     run = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path),
                                   run_name='defaults', max_epoch=1, batch_size=8, num_workers=0, vis=False,
                                   image_size=32))
-    stored = json.load(open(os.path.join(run, 'config.json')))
+    stored = json.load(open(os.path.join(run, 'config.json')))['used']
     assert (stored['attention'], stored['normalize'], stored['loss'], stored['optimizer'], stored['scheduler']) == \
         ('cbam', 'dataset', 'label_smooth', 'adamw', 'onecycle')
     ckpt = torch.load(os.path.join(run, 'best_model.pth'), weights_only=True)
     assert sum('.attention.' in key for key in ckpt['model']) > 16  # a module in each of the 16 blocks
     model, cfg, ckpt, device = loop.load_for_eval(config.parse(load_path=os.path.join(run, 'best_model.pth'),
                                                                  num_workers=0))
-    assert cfg.norm_stats == json.load(open(os.path.join(run, 'normalization.json')))
+    assert (list(cfg.mean), list(cfg.std)) == (stored['mean'], stored['std'])
     result = loop.evaluate_checkpoint(config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0,
                                                      vis=False), 'val')
     assert result['top1'] == pytest.approx(ckpt['best_metric'])
@@ -366,7 +363,7 @@ def test_default_run_records_the_resolved_recipe_and_evaluates_back(tiny_data, t
     tuned = engine.fit(config.parse(train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path),
                                     run_name='tuned', pretrained_path=os.path.join(run, 'best_model.pth'), max_epoch=1,
                                     batch_size=8, num_workers=0, vis=False, image_size=32))
-    stored = json.load(open(os.path.join(tuned, 'config.json')))
+    stored = json.load(open(os.path.join(tuned, 'config.json')))['used']
     assert (stored['attention'], stored['normalize']) == ('cbam', 'dataset')
 
 

@@ -43,14 +43,14 @@ def test_two_trials_write_a_best_config_that_train_reruns(tiny_data, tmp_path, c
     assert os.path.isfile(os.path.join(other['run'], 'metrics.jsonl'))
     path = os.path.join(tune_dir, 'best_config.json')
     settings = json.load(open(path))
-    trial_settings = json.load(open(os.path.join(best['run'], 'config.json')))
+    trial_settings = json.load(open(os.path.join(best['run'], 'config.json')))['used']
     assert settings['lr'] == float(best['lr']) and settings['augment'] == best['augment']
     assert 'run_name' not in settings and 'n_trials' not in settings and settings['checkpoint_dir'] == str(ck)
     assert 'trial 0' in out and 'best_so_far' in out and f'--config={path}' in out
 
     rerun = run_cli('train', f'--config={path}', '--run-name=rerun', '--nohtml-report')
     assert rerun.returncode == 0, rerun.stderr
-    again = json.load(open(ck / 'rerun' / 'config.json'))
+    again = json.load(open(ck / 'rerun' / 'config.json'))['used']
     differ = {k for k in trial_settings if again[k] != trial_settings[k]}
     assert differ == {'checkpoint_dir', 'run_name', 'n_trials'}, differ  # the recipe is the best trial's
 

@@ -11,13 +11,15 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
+import time
 import zipfile
 
 import numpy as np
 import torch
 
-from config import UserError
+from config import UserError, stored_plan
 
 VERSION = 1
 TMP_PREFIX = '.tmp-'  # temporary checkpoints; a kill during a save can leave one, a resume removes it
@@ -111,8 +113,8 @@ def check_room(folder, need):
 
 
 def stored_settings(path):
-    """The settings a weights file was trained with when it is a checkpoint of this toolkit, else {} (a plain
-    state_dict, or no such file: loading it later says what is wrong)."""
+    """The plan a weights file was trained with (config.stored_plan, as a dict) when it is a checkpoint of this
+    toolkit, else {} (a plain state_dict, or no such file: loading it later says what is wrong)."""
     if not os.path.isfile(path):
         return {}
     return dict(_stored_settings(os.path.abspath(path), os.path.getmtime(path)))
@@ -121,7 +123,9 @@ def stored_settings(path):
 @functools.lru_cache(maxsize=8)
 def _stored_settings(path, mtime):
     state = load_checkpoint(path)
-    return tuple(state['config'].items()) if isinstance(state, dict) and isinstance(state.get('config'), dict) else ()
+    if not isinstance(state, dict) or not any(isinstance(state.get(k), dict) for k in ('plan', 'config')):
+        return ()
+    return tuple(stored_plan(state).to_dict().items())
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -231,3 +235,39 @@ def walk_files(root, images_only=True):
         for name in sorted(files):
             if not name.startswith('.') and (not images_only or is_image_file(name)):
                 yield os.path.join(folder, name)
+
+
+PROGRESS_SECONDS = 60  # in a log, a long pass prints one progress line at most this often
+
+
+def progress(iterable, desc, total=None):
+    """`iterable` with a progress display: on a terminal a tqdm bar, redrawn in place and gone when done; when the
+    output goes to a file (a log, CI, a cluster job) no redrawing -- one line at most every PROGRESS_SECONDS, so
+    a short pass prints nothing. Both take set_postfix(name=value, ...) and close()."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+    return LogProgress(iterable, desc, total)
+
+
+class LogProgress:
+    """The progress of a pass as occasional lines on stderr (see `progress`)."""
+
+    def __init__(self, iterable, desc, total=None):
+        self.iterable, self.desc, self.postfix = iterable, desc, ''
+        self.total = total if total is not None else len(iterable) if hasattr(iterable, '__len__') else None
+
+    def __iter__(self):
+        start = last = time.time()
+        for i, item in enumerate(self.iterable):
+            yield item
+            if time.time() - last >= PROGRESS_SECONDS:
+                last = time.time()
+                print(f'{self.desc}: {i + 1}/{self.total or "?"} ({last - start:.0f} s){self.postfix}',
+                      file=sys.stderr, flush=True)
+
+    def set_postfix(self, **values):
+        self.postfix = ', ' + ', '.join(f'{k} {v}' for k, v in values.items())
+
+    def close(self):
+        pass

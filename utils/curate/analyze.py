@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from data.dataset import require_folder
-from utils.io import IMG_EXTENSIONS, is_image_file, walk_files, write_csv
+from utils.io import IMG_EXTENSIONS, is_image_file, walk_files, write_csv, progress as show_progress
 
 SPLIT_ORDER = ('train', 'val', 'test')
 # Problems that make a file useless or misleading; clean moves these by default.
@@ -133,14 +133,12 @@ def analyze(root, near_bits=4, near_diff=3.0, progress=True):
     Near duplicates: 64-bit difference hashes within `near_bits` bits whose 16 px grayscale thumbnails
     (mean removed) also differ by at most `near_diff` grey levels on average -- on small, plain images
     (digits, icons) the hash alone matches many different pictures. near_bits < 0 skips the search."""
-    from tqdm import tqdm
     splits = find_splits(root)
     order = {s: i for i, s in enumerate(list(SPLIT_ORDER) + sorted(set(splits) - set(SPLIT_ORDER)))}
     listing = {s: list_files(folder) for s, folder in sorted(splits.items(), key=lambda kv: order[kv[0]])}
     todo = [(s, cls, p) for s, (_, files) in listing.items() for cls, p in files]
     records, problems, thumbs = [], [], {}
-    for split, cls, path in tqdm(todo, desc='analyze', disable=not progress or len(todo) < 500,
-                                 dynamic_ncols=True, leave=False):
+    for split, cls, path in (show_progress(todo, 'analyze') if progress and len(todo) >= 500 else todo):
         rel = os.path.relpath(path, root)
         rec = {'split': split, 'class': cls, 'path': rel}
         if not is_image_file(os.path.basename(path)):

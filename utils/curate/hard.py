@@ -3,7 +3,7 @@
     python main.py hard --load-path=checkpoints/<run>/best_model.pth
     python main.py train --upsample-hard=2 --hard-list=checkpoints/<run>/hard_train.csv
 """
-import copy
+import dataclasses
 import os
 
 import numpy as np
@@ -44,9 +44,9 @@ def find(cfg):
     """Write hard_val.csv and hard_train.csv (manifests with the predicted class and confidence) beside
     --load-path; returns their paths."""
     from utils.evaluate.loop import load_for_eval
+    given = cfg.given
     model, cfg, ckpt, device = load_for_eval(cfg)
-    plain = loaders.resolve_roots(copy.copy(cfg))
-    plain.upsample_hard = 0
+    plain = dataclasses.replace(loaders.resolve_roots(cfg, given), upsample_hard=0)
     classes = ckpt['classes']
     train_set, val_set = loaders.build_train_val(plain, classes)
     out_dir = os.path.dirname(os.path.abspath(cfg.load_path))

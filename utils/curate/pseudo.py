@@ -14,12 +14,13 @@
 The source folder is only read; everything is written to a new run directory. Images there that are validation or
 test images (same path or same SHA-256) are left out and counted.
 """
-import copy
+import dataclasses
 import os
 
 import numpy as np
 
-from config import UserError
+import config
+from config import UserError, asked_of
 from data import loaders, manifest
 from utils.io import inside, sha256, walk_files
 
@@ -132,18 +133,16 @@ def label_once(cfg, run_name):
     from utils.io import write_json
     from utils.train import engine
     check_settings(cfg)
+    given = cfg.given
     model, cfg, ckpt, device = load_for_eval(cfg)
     paths = image_paths(cfg.unlabeled_root)
     if not paths:
         raise UserError(f'{cfg.unlabeled_root} holds no images; give --unlabeled-root=FOLDER with image files')
-    base = copy.copy(cfg)
-    base.run_name = run_name
-    if inside(os.path.join(base.checkpoint_dir, base.run_name), cfg.unlabeled_root):
+    if inside(os.path.join(cfg.checkpoint_dir, run_name), cfg.unlabeled_root):
         raise UserError(f'--checkpoint-dir={cfg.checkpoint_dir} is inside --unlabeled-root; pseudo never writes '
                         f'into the source folder: choose a checkpoint dir outside it')
     # Thresholds and the training distribution come from the plain training data of the checkpoint.
-    plain = loaders.resolve_roots(copy.copy(cfg))
-    plain.extra_manifest, plain.upsample_hard = '', 0
+    plain = dataclasses.replace(loaders.resolve_roots(cfg, given), extra_manifest='', upsample_hard=0)
     classes = ckpt['classes']
     train_set, val_set = loaders.build_train_val(plain, classes)
     excluded = held_out(plain, paths, val_set.samples)
@@ -159,7 +158,7 @@ def label_once(cfg, run_name):
     probs = predict(model, paths, classes, cfg, device, cfg.pseudo_tta)
     accepted, rows, ratio, unreadable = select(probs, train_counts, thresholds, cfg.pseudo_floor, cfg.pseudo_cap)
 
-    run_dir = engine.make_run_dir(base)
+    run_dir = engine.make_run_dir(dataclasses.replace(cfg, run_name=run_name))
     out = os.path.join(run_dir, 'accepted.csv')
     manifest.write(out, [{'path': paths[i], 'label': classes[c], 'confidence': f'{probs[i].max():.4f}'}
                          for c, idx in enumerate(accepted) for i in idx], ('path', 'label', 'confidence'))
@@ -203,7 +202,6 @@ def run(cfg):
     """label_once, then --rounds times: train from the previous best with the accepted images added, and label
     again with the new best. Returns the list of (run dir, accepted.csv, report) per selection."""
     import time
-    from config import merge_given
     from utils.io import load_checkpoint
     from utils.train import engine
     check_settings(cfg)
@@ -212,15 +210,14 @@ def run(cfg):
     name = cfg.run_name if 'run_name' in getattr(cfg, 'given', ()) else f'pseudo-{time.strftime("%Y%m%d-%H%M%S")}'
     results = [label_once(cfg, f'{name}-round0' if cfg.rounds else name)]
     for r in range(1, cfg.rounds + 1):
-        train_cfg = merge_given(load_checkpoint(cfg.load_path)['config'], cfg)
-        train_cfg.extra_manifest, train_cfg.pretrained_path, train_cfg.resume = results[-1][1], cfg.load_path, ''
-        train_cfg.pretrained = 'none'  # the previous best already holds what --pretrained gave
-        train_cfg.run_name = f'{name}-train{r}'
+        # the recipe the model was trained with, this command's settings on top; it starts from the previous best,
+        # which already holds what --pretrained gave
+        values = {**asked_of(load_checkpoint(cfg.load_path)), **cfg.asked(), 'extra_manifest': results[-1][1],
+                  'pretrained_path': cfg.load_path, 'pretrained': 'none', 'run_name': f'{name}-train{r}'}
         print(f'round {r}/{cfg.rounds}: training from {cfg.load_path} with {results[-1][2]["accepted"]} '
               f'pseudo-labelled images')
-        run_dir = engine.fit(train_cfg)
-        cfg = copy.copy(cfg)
-        cfg.load_path = os.path.join(run_dir, 'best_model.pth')
+        run_dir = engine.fit(config.parse(**values))
+        cfg = dataclasses.replace(cfg, load_path=os.path.join(run_dir, 'best_model.pth'))
         results.append(label_once(cfg, f'{name}-round{r}'))
     if cfg.rounds:
         print(f'last model {cfg.load_path}; last accepted manifest {results[-1][1]}')

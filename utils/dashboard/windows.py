@@ -85,8 +85,10 @@ class RunDashboard:
         self.ema, self.batch_shown, self.lines = None, False, []
         self.epochs_left, self.epoch_times, self.last = cfg.max_epoch - start_epoch, [], time.time()
 
-    def start(self, train_set, val_set):
-        """The run log with the effective config, and the class distribution of both splits."""
+    def start(self, train_set, val_set, plan=None):
+        """The run log with the run's plan (`plan`: as final, once --lr=auto has chosen), and the class distribution
+        of both splits."""
+        self.cfg = plan or self.cfg
         if not self.vis.active:
             return
         self.show_log()

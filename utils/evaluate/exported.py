@@ -2,6 +2,7 @@
 (<file>.json: classes, image size, normalisation, SHA-256s), checked to describe that very file, and the runtime
 behind the evaluation pipeline's interface. Writing such files is export.py's job."""
 import contextlib
+import dataclasses
 import json
 import os
 import warnings
@@ -81,14 +82,14 @@ def read_meta(path):
 
 
 def load_exported(cfg):
-    """loop.load_for_eval for an exported file: (model, effective config, metadata as a checkpoint, device)."""
+    """loop.load_for_eval for an exported file: (model, plan, metadata as a checkpoint, device); the plan is the one
+    its checkpoint was trained with, the image size and statistics its sidecar names."""
     meta = read_meta(cfg.load_path)
-    eval_cfg = config.merge_given(meta['config'], cfg)
-    eval_cfg.norm_stats, eval_cfg.exported = meta['normalization'], meta['format']
-    if eval_cfg.image_size != meta['image_size']:
-        raise config.UserError(f'{cfg.load_path} takes {meta["image_size"]} px images; drop --image-size')
-    if eval_cfg.head != 'softmax' or eval_cfg.tta == 'multiscale':
+    plan = config.for_evaluation(config.stored_plan(meta), cfg, cfg.load_path)
+    plan = dataclasses.replace(plan, exported=meta['format'], image_size=meta['image_size'], mean=tuple(meta['mean']),
+                               std=tuple(meta['std']))
+    if plan.head != 'softmax' or plan.tta == 'multiscale':
         raise config.UserError(f'an exported file gives probabilities at {meta["image_size"]} px only: --head=svm '
                                f'and --tta=multiscale need the .pth checkpoint')
-    device = config.select_device(eval_cfg)
-    return Exported(cfg.load_path, meta, device).to(device), eval_cfg, meta, device
+    device = torch.device(plan.device)
+    return Exported(cfg.load_path, meta, device).to(device), plan, meta, device

@@ -1,6 +1,6 @@
 """Fusing several models: soft vote, hard vote and stacking of their class probabilities, and the `ensemble`
 command -- several checkpoints (any architecture and input size) fused side by side with each member."""
-import copy
+import dataclasses
 import os
 
 import numpy as np
@@ -82,11 +82,9 @@ def parse_weights(values, n):
 def member_probabilities(cfg, path):
     """A member's class probabilities on the evaluation folder and on its validation split, each through its
     own eval transform and image size (and --tta when given)."""
-    mcfg = copy.copy(cfg)
-    mcfg.load_path = path
-    mcfg.given = set(cfg.given) | {'load_path'}
-    model, mcfg, ckpt, device = load_for_eval(mcfg)
-    mcfg = loaders.resolve_roots(mcfg)
+    asked = dataclasses.replace(cfg, load_path=path, given=cfg.given | {'load_path'})
+    model, mcfg, ckpt, device = load_for_eval(asked)
+    mcfg = loaders.resolve_roots(mcfg, asked.given)
     model = wrap(model, mcfg)
     classes = ckpt['classes']
     root = mcfg.data_root or mcfg.test_data_root

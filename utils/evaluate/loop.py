@@ -8,16 +8,15 @@ import os
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import config
 import models
-from config import UserError, merge_given, select_device
+from config import UserError, for_evaluation, stored_plan
 from data import loaders, transforms
 from data.cache import finish_batch
 from data.dataset import BadFileLog, ImageFolderDataset, require_folder
 from utils.evaluate.exported import is_exported, load_exported
-from utils.io import atomic, check_compatible, load_checkpoint, walk_files, write_json
+from utils.io import atomic, check_compatible, load_checkpoint, progress, walk_files, write_json
 from utils.evaluate.metrics import classification_summary, format_summary, write_summary
 from utils.evaluate.svm_head import fit_svm_head, load_svm_head, save_svm_head
 from utils.evaluate.tta import TTAModel, build_tta
@@ -155,7 +154,8 @@ def probabilities(model, paths, cfg, device, desc='predict', num_classes=None):
 
 def write_predictions(path, names, probs, classes, topk, errors=None, preds=None):
     """CSV, one row per image in the given order: path, index, class, confidence, top-k ('class:p' by
-    descending p, separated by ';') and error (the reason a file could not be read, else empty)."""
+    descending p, separated by ';') and error (the reason a file could not be read, else empty). Every
+    probability is written with 6 decimals, so a class's confidence reads the same in both columns."""
     errors = errors or {}
     with atomic(path, newline='') as f:
         w = csv.writer(f)
@@ -167,7 +167,7 @@ def write_predictions(path, names, probs, classes, topk, errors=None, preds=None
                 continue
             k = int(p.argmax()) if preds is None else int(preds[i])
             order = [k] + [j for j in np.argsort(-p, kind='stable') if j != k][:topk - 1]
-            w.writerow([name, k, classes[k], f'{p[k]:.6f}', ';'.join(f'{classes[j]}:{p[j]:.4f}' for j in order), ''])
+            w.writerow([name, k, classes[k], f'{p[k]:.6f}', ';'.join(f'{classes[j]}:{p[j]:.6f}' for j in order), ''])
 
 
 def predict(cfg):
@@ -204,8 +204,9 @@ def features(model, dataset, cfg, device, desc):
 def fit_svm(cfg):
     """Fit an SVM head on the penultimate features of --load-path (kind and C chosen on the validation split),
     print softmax-head and SVM-head accuracy side by side and save the head beside the checkpoint."""
+    given = cfg.given
     model, cfg, ckpt, device = load_for_eval(cfg)
-    cfg = loaders.resolve_roots(cfg)
+    cfg = loaders.resolve_roots(cfg, given)
     classes = ckpt['classes']
     _, train, val = loaders.train_val_samples(cfg, classes)
     tf = transforms.eval_transform(cfg, cfg.image_size)  # features of un-augmented training images
@@ -248,7 +249,7 @@ def predictions(model, loader, device, cfg=None, badlog=None, desc='predict', cr
     Batches from the cache are finished on the device (`cfg`); unreadable files are counted in `badlog`."""
     model.eval()
     probs, keys, feats, total_loss = [], [], [], 0.0
-    for images, key, bad in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for images, key, bad in progress(loader, desc):
         if badlog is not None:
             badlog.add(bad)
         if images is None:
@@ -276,7 +277,8 @@ def evaluate(model, loader, criterion, device, badlog, desc='val', cfg=None):
 
 
 def load_for_eval(cfg):
-    """(model on its device, effective config, checkpoint) for --load-path."""
+    """(model on its device, plan, checkpoint, device) for --load-path: the plan it was trained with, the runtime
+    settings of `cfg` on top (config.for_evaluation)."""
     if not cfg.load_path:
         raise config.UserError('give the checkpoint to evaluate with --load-path=PATH '
                                '(e.g. checkpoints/<run>/best_model.pth)')
@@ -284,25 +286,21 @@ def load_for_eval(cfg):
         return load_exported(cfg)
     ckpt = load_checkpoint(cfg.load_path)
     check_compatible(ckpt, ckpt.get('model_name', cfg.model), path=cfg.load_path)
-    eval_cfg = merge_given(ckpt.get('config', {}), cfg)
-    if 'model' in cfg.given and cfg.model.lower() != ckpt['model_name'].lower():
-        print(f'note: {cfg.load_path} holds a {ckpt["model_name"]} model; that one is used, not --model={cfg.model}')
-        eval_cfg.model = ckpt['model_name']
-    eval_cfg.cache = 'none'  # one pass over the images: a cache would decode them (and the training set) first
-    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=eval_cfg.attention, stem=eval_cfg.stem)
-    eval_cfg.norm_stats = ckpt.get('normalization')
+    plan = for_evaluation(stored_plan(ckpt), cfg, cfg.load_path)
+    model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=plan.attention, stem=plan.stem)
     model.load_state_dict(ckpt['model'])
-    device = select_device(eval_cfg)
-    return model.to(device), eval_cfg, ckpt, device
+    device = torch.device(plan.device)
+    return model.to(device), plan, ckpt, device
 
 
 def evaluate_checkpoint(cfg, split, on_result=None):
     """Evaluate --load-path on the validation split ('val') or a labelled test folder ('test'); prints the
     full report and writes it (metrics json, per-class and confusion CSV, confusion PNG) beside the checkpoint;
-    then calls `on_result(effective cfg, dataset, result, badlog)` when given. Returns the report's summary."""
-    model, cfg, ckpt, device = load_for_eval(cfg)
+    then calls `on_result(settings, plan, dataset, result, badlog)` when given. Returns the report's summary."""
+    asked = cfg
+    model, cfg, ckpt, device = load_for_eval(asked)
     model = wrap(model, cfg)  # --tta / --head=svm
-    cfg = loaders.resolve_roots(cfg)
+    cfg = loaders.resolve_roots(cfg, asked.given)
     classes = ckpt['classes']
     if cfg.data_root:
         dataset = loaders.eval_dataset(cfg, cfg.data_root, classes)
@@ -316,5 +314,5 @@ def evaluate_checkpoint(cfg, split, on_result=None):
                       cfg)
     summary = report(result, classes, cfg, split, badlog)
     if on_result is not None:
-        on_result(cfg, dataset, result, badlog)
+        on_result(asked, cfg, dataset, result, badlog)
     return summary

@@ -7,7 +7,7 @@ the files every run has: config.json, classes.json, metrics.jsonl, best_model.pt
 the unreadable files met in training, and the test folder, kept when the report is written again).
 """
 import base64
-import copy
+import dataclasses
 import html
 import io
 import json
@@ -261,10 +261,8 @@ def write(run_dir, cli=None, vis=None, device=None, bad=None, test=None):
     start = time.perf_counter()
     run_dir = run_folder(run_dir)
     # from train: the device training used, so that a missing CUDA is not announced a second time
-    cli = copy.copy(cli) if cli is not None else config.parse(**({} if device is None else
-                                                                 {'use_gpu': device.type == 'cuda'}))
-    given = getattr(cli, 'given', set())
-    test_root = cli.data_root if 'data_root' in given else ''
+    cli = cli if cli is not None else config.parse(**({} if device is None else {'use_gpu': device.type == 'cuda'}))
+    test_root = cli.data_root if 'data_root' in cli.given else ''
     if test_root and not os.path.isdir(test_root):
         raise config.UserError(f'--data-root={test_root} is not a folder; give the labelled test folder (class '
                                f'sub-folders) to add a test section, or leave it out')
@@ -274,10 +272,9 @@ def write(run_dir, cli=None, vis=None, device=None, bad=None, test=None):
     if os.path.isfile(report_json):
         with open(report_json) as f:
             previous = json.load(f)
-    cli.load_path = os.path.join(run_dir, 'best_model.pth')
-    model, cfg, ckpt, run_device = loop.load_for_eval(cli)
-    cfg.cache = 'none'  # the report reads few training images; the RAM cache would decode them all first
-    cfg = loaders.resolve_roots(cfg)
+    cli = dataclasses.replace(cli, load_path=os.path.join(run_dir, 'best_model.pth'), given=cli.given | {'load_path'})
+    model, cfg, ckpt, run_device = loop.load_for_eval(cli)  # no cache: the report reads few training images
+    cfg = loaders.resolve_roots(cfg, cli.given)
     classes = ckpt['classes']
     train_set, val_set = loaders.build_train_val(cfg, classes)
     training = dict(previous.get('training', {}))
@@ -355,7 +352,7 @@ def headline(run_dir, cfg, ckpt, rows, out, evals, train_set):
                            f'{sum(r["seconds"] for r in rows) / 60:.1f} min)'),
              ('images/s', f'{np.mean([r["images_per_s"] for r in rows]):.0f} (training, mean over epochs)'),
              ('device', out['training']['device'])]
-    changed = changed_settings(ckpt.get('config', {}))
+    changed = changed_settings(config.stored_plan(ckpt).to_dict())
     return (f'<h1>{html.escape(ckpt["model_name"])} run {html.escape(os.path.basename(os.path.abspath(run_dir)))}'
             f'</h1><section id="headline">{table(("", ""), facts)}'
             f'<h3>Settings that differ from the defaults</h3>'
@@ -413,9 +410,10 @@ def distribution(classes, splits):
             f'<tbody>{cells}<tr><th>total</th>{totals}</tr></tbody></table>')
 
 
-def add_test(cfg, dataset, result, badlog):
-    """testforacc's hook: put the test evaluation it just made into the run's report, when it evaluated the run's
-    best_model.pth as the report describes it (no --tta, softmax head); nothing with --html-report=False."""
+def add_test(asked, cfg, dataset, result, badlog):
+    """testforacc's hook: put the test evaluation it just made (the settings `asked`, the plan `cfg`) into the run's
+    report, when it evaluated the run's best_model.pth as the report describes it (no --tta, softmax head); nothing
+    with --html-report=False."""
     if not cfg.html_report:
         return None
     run_dir = os.path.dirname(os.path.abspath(cfg.load_path))
@@ -425,7 +423,7 @@ def add_test(cfg, dataset, result, badlog):
         print(f'note: {run_dir}/report.html describes best_model.pth without --tta or --head=svm; not updated')
         return None
     root = cfg.data_root or cfg.test_data_root
-    return write(run_dir, cfg, test=(root, dataset, result, badlog.seen))
+    return write(run_dir, asked, test=(root, dataset, result, badlog.seen))
 
 
 def image_paths(data_root):

@@ -25,8 +25,8 @@ def to_host(obj):
 
 
 class CheckpointWriter:
-    """save_checkpoint on one background thread, in order. `wait` returns when every write asked for is on disk
-    and raises the first write that failed; `close` waits, then ends the thread."""
+    """Writes on one background thread, in order. `wait` returns when every write asked for is on disk and raises
+    the first write that failed; `close` waits, then ends the thread."""
 
     def __init__(self):
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='checkpoint-writer')
@@ -34,7 +34,11 @@ class CheckpointWriter:
 
     def save(self, state, path):
         """Write `state` (a host copy: see `to_host`) to `path` in the background."""
-        self.pending.append(self.pool.submit(save_checkpoint, state, path))
+        self.submit(save_checkpoint, state, path)
+
+    def submit(self, write, *args):
+        """Call write(*args) in the background, after the writes asked for before it."""
+        self.pending.append(self.pool.submit(write, *args))
 
     def wait(self):
         pending, self.pending = self.pending, []

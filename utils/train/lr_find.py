@@ -8,15 +8,15 @@ the smoothed curve: `steep`, where it falls fastest against log(lr), and `valley
 the longest stretch over which the loss keeps falling), which is the one used.
 """
 import copy
+import dataclasses
 import itertools
 import math
 import os
 
 import numpy as np
-from tqdm import tqdm
 
 from config import UserError
-from utils.io import write_bytes, write_text
+from utils.io import progress, write_bytes, write_text
 from utils.train.precision import Precision
 from utils.train.step import Running, Trainer, train_mode, train_step
 from utils.train.optim import Schedule, build_optimizer
@@ -46,14 +46,13 @@ def sweep(net, model, optimizer, loader, criterion, cfg, device, precision=None)
     are restored afterwards, exactly. Returns {'lr', 'loss', 'smoothed': lists, one entry per step, 'diverged'}."""
     saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     steps, start, end = cfg.lr_find_steps, cfg.lr_find_start, cfg.lr_find_end
-    step_cfg = copy.copy(cfg)
-    step_cfg.ema = False  # an average of the sweep's weights is of no use
+    step_cfg = dataclasses.replace(cfg, ema=False)  # an average of the sweep's weights is of no use
     precision = precision or Precision(None, device)
     trainer = Trainer(model, optimizer, Schedule(None, 'none'), step_cfg, precision=precision)
     out = {'lr': [], 'loss': [], 'smoothed': [], 'diverged': False}
     running, avg, best = Running(device), 0.0, math.inf
     train_mode(model)
-    batches = tqdm(itertools.islice(cycled(loader), steps), 'lr_find', steps, leave=False, dynamic_ncols=True)
+    batches = progress(itertools.islice(cycled(loader), steps), 'lr_find', steps)
     try:
         for i, (images, labels, _) in enumerate(batches):
             if images is None or len(labels) < 2:  # as train_one_epoch: batch norm cannot train on one image
@@ -143,11 +142,10 @@ def show(result, picks, visualizer):
 
 
 def find(cfg, net, model, loader, criterion, device, precision, run_dir, dashboard):
-    """The range test on the run `train` builds (its model, loader, loss; an optimizer built as train builds it),
-    written to run_dir and shown on `dashboard` (a RunDashboard); returns the suggested learning rate and records
-    the sweep on cfg (config.json and the checkpoints carry it as 'lr_find')."""
-    sweep_cfg = copy.copy(cfg)
-    sweep_cfg.lr = cfg.lr_find_start  # the optimizer's starting value; every step sets its own
+    """The range test on the run `train` builds (its plan `cfg`, model, loader, loss; an optimizer built as train
+    builds it), written to run_dir and shown on `dashboard` (a RunDashboard); returns (the suggested learning rate,
+    the record of the sweep that the plan keeps as lr_find)."""
+    sweep_cfg = dataclasses.replace(cfg, lr=cfg.lr_find_start)  # the optimizer's starting value; each step sets its own
     result = sweep(net, model, build_optimizer(model, sweep_cfg), loader, criterion, sweep_cfg, device, precision)
     if len(result['lr']) < 2:
         raise UserError(f'lr_find recorded {len(result["lr"])} step(s); it needs training batches of 2+ images (a '
@@ -160,6 +158,6 @@ def find(cfg, net, model, loader, criterion, device, precision, run_dir, dashboa
     print(f'lr_find: swept {result["lr"][0]:.3g} .. {result["lr"][-1]:.3g} over {len(result["lr"])} steps ({stop}); '
           f'suggested lr {picks[SUGGESTION]:.3g} ({SUGGESTION}; steep {picks["steep"]:.3g}){use}; curve in '
           f'{os.path.join(run_dir, "lr_find.png")}')
-    cfg.lr_find = {'suggestion': SUGGESTION, **picks, 'steps': len(result['lr']), 'diverged': result['diverged'],
-                   'start': cfg.lr_find_start, 'end': cfg.lr_find_end}
-    return picks[SUGGESTION]
+    record = {'suggestion': SUGGESTION, **picks, 'steps': len(result['lr']), 'diverged': result['diverged'],
+              'start': cfg.lr_find_start, 'end': cfg.lr_find_end}
+    return picks[SUGGESTION], record

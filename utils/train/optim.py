@@ -158,7 +158,7 @@ def build_scheduler(optimizer, cfg, steps_per_epoch, epochs=None):
 
 
 class Phases(Schedule):
-    """Fine-tuning (cfg.freeze_epochs = N): the schedule runs over the N head-only epochs, then starts again --
+    """Fine-tuning (--freeze-epochs=N): the schedule runs over the N head-only epochs, then starts again --
     warmup included, from the base learning rates -- over the remaining max_epoch - N (fastai's fine_tune).
     Its state records the phase, so a run resumed on either side of the switch continues exactly."""
 

@@ -52,8 +52,6 @@ def setup(model, cfg, device, wrap=None):
     the returned model shares `model`'s parameters."""
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
-    elif cfg.amp not in ('auto', 'off') or cfg.channels_last == 'on':
-        print('note: --amp and --channels-last apply on CUDA only; the CPU trains in fp32, contiguous')
     if use_channels_last(cfg, device):
         model.to(memory_format=torch.channels_last)
     precision = Precision(amp_dtype(cfg, device), device)

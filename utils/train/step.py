@@ -20,11 +20,19 @@ def build_criterion(cfg, targets, num_classes):
     return build_loss(cfg, class_weights(counts, cfg.class_weight, cfg.cb_beta))
 
 
+RESUME_ONLY = ('ema', 'optimizer', 'scheduler')  # what a last.pth holds for resuming, and a best checkpoint not
+
+
+def best_weights(state):
+    """What best_model.pth holds: a last.pth `state` without what only resuming needs (RESUME_ONLY): the weights,
+    the plan, classes and metrics."""
+    return {k: v for k, v in state.items() if k not in RESUME_ONLY}
+
+
 def best_ema_state(state):
     """What best_model_ema.pth holds: the EMA weights of a last.pth `state` as 'model', with their best metric."""
-    best = {k: v for k, v in state.items() if k not in ('ema', 'optimizer', 'scheduler')}
-    best.update(model=state['ema'], best_metric=state['best_ema_metric'], ema_weights=True)
-    return best
+    return {**best_weights(state), 'model': state['ema'], 'best_metric': state['best_ema_metric'],
+            'ema_weights': True}
 
 
 def train_mode(model):

@@ -17,6 +17,8 @@ import warnings
 import config
 import models
 from data import loaders
+from data.cache import BATCH_AUGMENTS
+from models import pretrained
 from utils.train import engine
 from utils.io import write_csv, write_json
 from utils.dashboard.client import Visualizer
@@ -37,16 +39,36 @@ PER_RUN = ('run_name', 'resume', 'load_path', 'load_paths', 'output', 'pretraine
 
 def fitting_models(cfg, num_classes):
     """The registry models with at most as many parameters as --model (ResNet34 by default): those whose trial
-    costs no more than a run of the model the user would train."""
+    costs no more than a run of the model the user would train; with a fixed --attention (se, cbam), those that
+    take it."""
     def size(name):
         return models.parameter_count(name, num_classes, models.resolve_attention(name, cfg.attention))
     budget = size(cfg.model)
-    return tuple(m for m in models.MODELS if size(m) <= budget)
+    takes = [m for m in models.MODELS if 'attention' not in cfg.given or cfg.attention in ('auto', 'none')
+             or m in models.ATTENTION_MODELS]
+    return tuple(m for m in takes if size(m) <= budget)
+
+
+def allowed(name, choices, cfg):
+    """The values of the searched choice `name` that can run with the settings the command line fixed: with a fixed
+    --cache=ram|gpu the augmentations that run on batches, with --freeze-epochs=N the epochs of at least N (auto
+    is at least config.AUTO_EPOCHS[0]), with --pretrained weights no small stem."""
+    fixed = cfg.given
+    if name == 'augment' and 'cache' in fixed and cfg.cache in ('ram', 'gpu'):
+        return tuple(c for c in choices if c in BATCH_AUGMENTS)
+    if name == 'max_epoch' and cfg.freeze_epochs:
+        return tuple(c for c in choices if (c or config.AUTO_EPOCHS[0]) >= cfg.freeze_epochs)
+    if name == 'stem' and cfg.pretrained.lower() != 'none':
+        return tuple(c for c in choices if c != 'small')
+    return tuple(choices)
 
 
 def held_fixed(cfg):
-    """The searched parameters the command line gave: each trial keeps them."""
-    return set(cfg.given) | ({'mix'} if {'mixup_prob', 'cutmix_prob'} & cfg.given else set())
+    """The searched parameters the command line gave: each trial keeps them (timm/<model>.<tag> weights fix the
+    model too)."""
+    weights_fix_model = cfg.pretrained.lower().startswith('timm/')
+    return set(cfg.given) | ({'mix'} if {'mixup_prob', 'cutmix_prob'} & cfg.given else set()) \
+        | ({'model'} if weights_fix_model else set())
 
 
 def suggest(trial, cfg, model_choices):
@@ -58,7 +80,7 @@ def suggest(trial, cfg, model_choices):
         if name in fixed or name not in known:
             continue
         if kind == 'choice':
-            out[name] = trial.suggest_categorical(name, args or model_choices)
+            out[name] = trial.suggest_categorical(name, allowed(name, args or model_choices, cfg))
         else:
             out[name] = trial.suggest_float(name, *args, log=kind == 'log')
     mix = out.pop('mix', None)
@@ -77,8 +99,8 @@ def first_params(cfg, model_choices):
     out = {}
     for name, kind, args in SPACES[cfg.search_space]:
         value = current[name]
-        if name not in fixed and (kind != 'choice' or value in (args or model_choices)):  # e.g. a timm/ model
-            out[name] = value
+        if name not in fixed and (kind != 'choice' or value in allowed(name, args or model_choices, cfg)):
+            out[name] = value  # (not a timm/ model, which the space does not hold)
     if out.get('mix', 'none') != 'none':
         out['mix_prob'] = cfg.cutmix_prob or cfg.mixup_prob
     return out
@@ -155,7 +177,8 @@ def table(study):
             best = t.value if best is None else max(best, t.value)
         rows.append({'trial': t.number, 'state': t.state.name.lower(), 'value': t.value, 'best_so_far': best,
                      'seconds': round(t.duration.total_seconds(), 1) if t.duration else None,
-                     'run': t.user_attrs.get('run_dir', ''), **{n: t.params.get(n, '') for n in names}})
+                     'run': t.user_attrs.get('run_dir', ''), 'why': t.user_attrs.get('why', ''),
+                     **{n: t.params.get(n, '') for n in names}})
     return rows
 
 
@@ -168,25 +191,30 @@ def format_table(rows):
     """The study table as aligned text, parameters as name=value."""
     head = ('trial', 'state', 'value', 'best_so_far', 'seconds')
     lines = [[*head, 'params']] + [[cell(r[k]) for k in head] + [' '.join(
-        f'{k}={cell(v)}' for k, v in r.items() if k not in head and k != 'run' and v != '')] for r in rows]
+        f'{k}={cell(v)}' for k, v in r.items() if k not in (*head, 'run', 'why') and v != '')
+        + (f' ({r["why"]})' if r['why'] else '')] for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return '\n'.join('  '.join(c.rjust(w) for c, w in zip(line, widths)) + '  ' + line[-1] for line in lines)
 
 
 def best_config(cfg, trial):
-    """The effective settings of `trial`'s run without what belongs to one run (its name, paths to resume or
-    evaluate) and the tune settings, with the checkpoint folder, dashboard and report of the tune command."""
+    """What `trial`'s run was asked for (its config.json's `asked`: the tune command's settings and the trial's),
+    without what belongs to one run (its name, paths to resume or evaluate) and the tune settings, with the
+    checkpoint folder, dashboard and report the tune command gave. What the trial's machine decided is not in it:
+    `train --config=` decides it again wherever it runs."""
     group = {name: grp for name, _, _, _, grp in config.settings()}
-    values = {k: v for k, v in trial.user_attrs['config'].items() if k not in PER_RUN and group.get(k) != 'tune'}
-    return {**values, **{k: getattr(cfg, k) for k in TRIAL_ONLY}}
+    values = {k: v for k, v in trial.user_attrs['config']['asked'].items()
+              if k not in PER_RUN + TRIAL_ONLY and group.get(k) != 'tune'}
+    return {**values, **{k: getattr(cfg, k) for k in TRIAL_ONLY if k in cfg.given}}
 
 
 def run(cfg):
     """Search the recipe for cfg's data with Optuna: --n-trials trials (or until --timeout), each a training run
     under the tune run directory; writes study.csv, importances.csv and best_config.json there and returns it."""
     import optuna
-    cfg = loaders.resolve_roots(cfg)
-    classes, _, val = loaders.train_val_samples(cfg)  # the data is readable before anything is written
+    if 'model' in held_fixed(cfg) or cfg.search_space != 'full':
+        pretrained.find(cfg.model, cfg.pretrained)  # weights that do not fit the model stop here, not in every trial
+    classes, _, val = loaders.train_val_samples(loaders.resolve_roots(cfg))  # readable before anything is written
     n_val = len(val)
     model_choices = fitting_models(cfg, len(classes)) if cfg.search_space == 'full' else ()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial of our own instead
@@ -195,23 +223,38 @@ def run(cfg):
     study = study or open_study(cfg, f'sqlite:///{os.path.abspath(os.path.join(tune_dir, "study.db"))}', classes)
     vis = Visualizer(cfg.env, cfg.vis_server, cfg.vis_port, enabled=cfg.vis,
                      log_path=os.path.join(tune_dir, 'visdom.log'))
-    base = {k: v for k, v in cfg.to_dict().items() if k != 'pretrained_weights'}
+    base = {k: getattr(cfg, k) for k in cfg.given if k not in ('run_name', 'resume')}
 
     def objective(trial):
         values = {**base, **suggest(trial, cfg, model_choices), 'checkpoint_dir': tune_dir,
                   'run_name': f'trial-{trial.number:03d}', 'vis': False,
                   'html_report': cfg.html_report and 'html_report' in cfg.given}
-        trial_cfg = config.parse(**values)
-        trial.set_user_attr('run_dir', os.path.join(tune_dir, trial_cfg.run_name))
+        run_dir = os.path.join(tune_dir, values['run_name'])
+        trial.set_user_attr('run_dir', run_dir)
         best = []
 
-        def on_epoch(epoch, row):
+        def on_epoch(epoch, row, plan):
             best.append(max([row['val_acc'], *best]))
-            step = round(100 * (epoch + 1) / trial_cfg.max_epoch)
+            step = round(100 * (epoch + 1) / plan.max_epoch)  # the percent of its schedule: trials of unlike length
             trial.report(best[-1], step)
             if step >= WARMUP and (best[-1] < cfg.prune_below or trial.should_prune()):
-                raise optuna.TrialPruned(f'validation accuracy {best[-1]:.4f} at {step} % of its epochs')
-        run_dir = engine.fit(trial_cfg, on_epoch=on_epoch)
+                why = f'validation accuracy {best[-1]:.4f} at {step} % of its epochs'
+                trial.set_user_attr('why', why)
+                raise optuna.TrialPruned(why)
+        try:
+            engine.fit(config.parse(**values), on_epoch=on_epoch)
+        except optuna.TrialPruned:
+            raise
+        except config.UserError as e:
+            if os.path.exists(run_dir):
+                trial.set_user_attr('why', str(e))
+                raise  # a failure of the run itself (its disk, its data): recorded, the study goes on
+            # refused before its run began: the sampled values cannot run with the settings the user fixed
+            trial.set_user_attr('why', f'cannot run: {e}')
+            raise optuna.TrialPruned(str(e)) from None
+        except Exception as e:
+            trial.set_user_attr('why', f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
+            raise
         with open(os.path.join(run_dir, 'config.json')) as f:
             trial.set_user_attr('config', json.load(f))  # in the storage: another machine's tune can write it out
         return best[-1]
@@ -231,7 +274,9 @@ def run(cfg):
     if not study.trials:  # a new study starts from the recipe train runs; a shared one already has it
         study.enqueue_trial(first_params(cfg, model_choices), user_attrs={'recipe': 'train'}, skip_if_exists=True)
     started = time.time()
-    study.optimize(objective, n_trials=cfg.n_trials or None, timeout=cfg.timeout or None, callbacks=[after_trial])
+    # a trial that fails is recorded (state fail, its error in the table) and the study goes on
+    study.optimize(objective, n_trials=cfg.n_trials or None, timeout=cfg.timeout or None, callbacks=[after_trial],
+                   catch=(Exception,))
     rows = table(study)
     write_csv(os.path.join(tune_dir, 'study.csv'), list(rows[0]) if rows else ['trial'], rows)
     print(f'study {cfg.study_name!r}: {len(rows)} trials ({time.time() - started:.0f} s in this process)\n'
@@ -247,6 +292,10 @@ def run(cfg):
         print('parameter importances: ' + ', '.join(f'{k} {v:.2f}' for k, v in importances.items()))
         vis.bar('tune: parameter importances', list(importances.values()), list(importances))
     if not done:
+        broken = [r for r in rows if r['state'] == 'fail' or r['why'].startswith('cannot run')]
+        if broken and len(broken) == len(rows):
+            raise config.UserError(f'no trial could run ({len(rows)} tried), the first: {broken[0]["why"]}; nothing '
+                                   f'to select; the study table is {tune_dir}/study.csv')
         print(f'no trial completed; nothing to select. Study table: {tune_dir}/study.csv')
         return tune_dir
     path = os.path.join(tune_dir, 'best_config.json')
