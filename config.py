@@ -195,8 +195,10 @@ class DefaultConfig:
     dist_backend: str = opt('auto', 'torchrun process-group backend: auto (nccl on CUDA, gloo on the CPU) | '
                             'gloo | nccl', 'speed', choices=('auto', 'gloo', 'nccl'))
     # --- tricks: augmentation, mixing, class balance, losses, optimizers, schedules, backbones, EMA
-    hflip: bool = opt(False, 'random horizontal flip; off by default: a flip changes the meaning of direction-bearing '
-                      'classes (keep-left / keep-right signs, arrows, digits, text)', 'augment')
+    hflip: bool = opt('auto', 'random horizontal flip of training images: auto (per class, from the training images '
+                      '(data/flips.py): flipped where a mirrored image still looks like its class, flipped with the '
+                      'label swapped for a mirror pair such as b / d or keep-left / keep-right, never otherwise) | '
+                      'true (every class) | false (none)', 'augment', auto=True, kind=bool)
     jitter: float = opt(0.2, 'brightness and contrast jitter strength (0 = off, 0.2 = +-20 %)', 'augment')
     erasing: float = opt(0.25, 'RandomErasing probability per training image (0 = off)', 'augment')
     normalize: str = opt('auto', 'input normalisation: imagenet statistics | dataset (the training images\' own '
@@ -567,6 +569,9 @@ DECIDED = (
     ('lr_find', None, 'the learning-rate range test behind --lr=auto: its suggestions and sweep'),
     ('pretrained_weights', None, 'the published weights it started from: library, name, file, SHA-256'),
     ('machine_chose', (), 'the settings this machine decided (asked as auto): decided again on the next machine'),
+    ('flips', (), 'per class (label order) the class a horizontally flipped training image becomes -- itself, or its '
+                  'mirror partner -- or -1: never flipped (--hflip as decided)'),
+    ('flip_probe', None, 'what --hflip=auto measured on the training images: per class its decision and confidence'),
     ('exported', '', 'evaluation of an exported file: its format (onnx, torchscript)'),
 )
 # Settings added after checkpoints were written: the value such a checkpoint was trained with, when it lacks the key.
@@ -593,7 +598,7 @@ def _plan_class():
         """A Plan from a stored one; names it does not know are dropped (a later version's), names it lacks take
         their default (an earlier version's)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if k in ('classes', 'mean', 'std', 'machine_chose') else v
+        values = {k: tuple(v) if k in ('classes', 'mean', 'std', 'machine_chose', 'flips') else v
                   for k, v in values.items() if k in known}
         return cls(**values)
 

@@ -33,7 +33,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 # (run it with --only=defaults) is DefaultConfig as shipped, with nothing added.
 BASELINE = dict(augment='basic', loss='ce', optimizer='adam', lr=1e-3, scheduler='plateau', jitter=0.0, erasing=0.0,
                 normalize='imagenet', cutmix_prob=0.0, mixup_prob=0.0, sampler='shuffle', class_weight='none',
-                attention='none', ema=False)
+                attention='none', ema=False, hflip=False)
 RECIPE = dict(attention='cbam', loss='joint', optimizer='ranger', cutmix_prob=0.5, sampler='imbalanced',
               scheduler='cosine', lb_neg='0.005')
 TRICKS = {

@@ -1,7 +1,7 @@
 """The image cache (`--cache=ram|gpu`, or `auto`, the default, which picks one): every image decoded and
 resized to the working size once, kept as uint8 in the host's memory (ram) or on the CUDA device (gpu), served
 a whole batch at a time, and augmented per batch on the training device (finish_batch, below): the
-`basic` and `resized` presets, `hflip`, `jitter`, the normalisation (ImageNet's or the training set's own) and
+`basic` and `resized` presets, `jitter`, the normalisation (ImageNet's or the training set's own) and
 `erasing`, in the order the per-image transforms apply them. With `gpu` an epoch never touches the host.
 
 The memory it takes is estimated and printed before anything is decoded; an asked-for cache that would not fit
@@ -217,12 +217,6 @@ def uniform(n, low, high, device):
     return torch.empty((n, 1, 1, 1), device=device).uniform_(low, high)
 
 
-def flip_batch(images):
-    """RandomHorizontalFlip(0.5), drawn per image."""
-    flip = torch.rand(images.shape[0], device=images.device) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
 def adjust(images, brightness, contrast):
     """torchvision's adjust_brightness then adjust_contrast on a float batch in [0, 1], with one factor per image
     (tensors of shape (N, 1, 1, 1)): scale and clamp, then blend with the mean of the grayscale image, clamp."""
@@ -256,12 +250,10 @@ def erase_batch(images, p, scale=(0.02, 0.33), ratio=(0.3, 3.3), attempts=10):
 
 
 def prepare_batch(images, cfg, train):
-    """A uint8 batch from the cache -> the float batch the model sees: for training the `augment` preset, `hflip`,
+    """A uint8 batch from the cache -> the float batch the model sees: for training the `augment` preset and
     `jitter`, then for both the normalisation of `cfg`, then `erasing` for training."""
     if train:
         images = augment_batch(images, cfg.augment)  # uint8 stays uint8; 'resized' gives floats in 0..255
-        if cfg.hflip:
-            images = flip_batch(images)
     images = images.float().div_(255)
     if train and cfg.jitter > 0:
         images = jitter_batch(images, cfg.jitter)

@@ -1,4 +1,4 @@
-"""Batch-level CutMix (Yun et al. 2019) and Mixup (Zhang et al. 2018).
+"""Batch-level CutMix (Yun et al. 2019), Mixup (Zhang et al. 2018) and the per-class horizontal flip.
 
 Each returns ``(mixed_x, y_a, y_b, lam)``; train with ``mixed_criterion`` so any loss
 (label smoothing included) is applied to hard labels and only mixed once.
@@ -81,6 +81,18 @@ class MixBatch:
         if u < self.cutmix_prob + self.mixup_prob:
             return mixup(x, y, self.mixup_alpha, self.generator)
         return x, y, y, 1.0
+
+
+def flip_by_class(x, y, flips):
+    """Horizontal flips of a batch ``x`` (N, C, H, W) with labels ``y``, drawn per image with probability 1/2 among
+    the images whose class ``flips`` (a long tensor, per class: the class a flipped image becomes, or -1) allows;
+    a flipped image takes that class as its label (its mirror partner's, for a mirror pair). Flipping the
+    finished batch draws the same images as flipping each before its other augmentations would: each of those
+    is as likely mirrored (a crop's offset, an erased box, a RandAugment shear).
+    Returns ``(x, y)``; mix after it, so that a mixed image blends the labels the flip gave."""
+    becomes = flips.to(y.device, non_blocking=True)[y]
+    flip = (becomes >= 0) & (torch.rand(y.shape[0], device=y.device) < 0.5)
+    return torch.where(flip[:, None, None, None], x.flip(3), x), torch.where(flip, becomes, y)
 
 
 def mixed_criterion(criterion, output, y_a, y_b, lam):

@@ -10,7 +10,8 @@ def pad_and_crop(image_size):
 
 
 def augment_steps(cfg, image_size):
-    """The PIL-image steps of the preset cfg.augment, plus the opt-in flip and jitter."""
+    """The PIL-image steps of the preset cfg.augment, plus the jitter (flips come per class, on the batch: see
+    data/mix.py flip_by_class)."""
     name = cfg.augment
     steps = []
     if name in ('basic', 'randaugment', 'trivialaugment'):
@@ -23,8 +24,6 @@ def augment_steps(cfg, image_size):
         steps.append(T.RandAugment())
     elif name == 'trivialaugment':
         steps.append(T.TrivialAugmentWide())
-    if cfg.hflip:
-        steps.append(T.RandomHorizontalFlip())
     if cfg.jitter > 0:
         steps.append(T.ColorJitter(brightness=cfg.jitter, contrast=cfg.jitter))
     return steps

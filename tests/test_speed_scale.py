@@ -106,12 +106,14 @@ def test_batch_erasing_blanks_one_box_of_the_right_size_per_chosen_image():
     assert 160 <= erased <= 240  # p = 0.5 of 400 images
 
 
-def test_batch_flip_flips_about_half_of_the_images_whole():
+def test_batch_flip_of_every_class_flips_about_half_of_the_images_whole():
+    from data.mix import flip_by_class
     torch.manual_seed(0)
     images = torch.randint(0, 256, (400, 3, 8, 8), dtype=torch.uint8)
-    out = cache.flip_batch(images)
+    labels = torch.randint(0, 3, (400,))
+    out, same = flip_by_class(images, labels, torch.tensor([0, 1, 2]))  # --hflip=true: every class, itself
     flipped = [bool(torch.equal(o, i.flip(2))) for o, i in zip(out, images)]
-    assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, images))
+    assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, images)) and torch.equal(same, labels)
     assert 160 <= sum(flipped) <= 240
 
 

@@ -103,15 +103,14 @@ def test_augment_policies_change_the_pixels_beyond_a_shift(preset):
     assert changed >= 10, changed  # the policy's operation (a few of them are the identity or near it)
 
 
-def test_hflip_is_opt_in_and_flips():
-    assert not any(isinstance(t, transforms.T.RandomHorizontalFlip)
-                   for t in transforms.augment_steps(config.parse(), 32))
-    img = Image.new('RGB', (32, 32))
-    img.paste((255, 255, 255), (0, 0, 8, 32))  # white stripe on the left
-    flip = [t for t in transforms.augment_steps(config.parse(augment='none', hflip=True), 32)][0]
-    torch.manual_seed(1)
-    flipped = {flip(img).getpixel((31, 0)) for _ in range(20)}
-    assert (255, 255, 255) in flipped and (0, 0, 0) in flipped  # sometimes flipped, sometimes not
+def test_hflip_is_auto_by_default_and_no_per_image_transform_flips():
+    # flips happen per class on the training batch (data/mix.py flip_by_class, tests/test_flips.py), for both the
+    # per-image and the cached pipeline: the per-image presets hold none
+    assert config.parse().hflip == 'auto' and config.parse(hflip='false').hflip is False
+    assert config.parse(hflip='true').hflip is True and config.parse(hflip='AUTO').hflip == 'auto'
+    for hflip in ('auto', True, False):
+        assert not any(isinstance(t, transforms.T.RandomHorizontalFlip)
+                       for t in transforms.augment_steps(config.parse(hflip=hflip), 32))
 
 
 def test_dataset_normalisation_is_computed_once_into_the_plan_and_used(tmp_path):
@@ -207,7 +206,7 @@ def test_freeze_backbone_trains_only_the_head():
 def _toy(accum=1, clip=0.0, ema=False):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
-    cfg = config.parse(accum_steps=accum, clip_grad=clip, ema=ema, ema_decay=0.5, max_epoch=15)
+    cfg = config.Plan.of(config.parse(accum_steps=accum, clip_grad=clip, ema=ema, ema_decay=0.5, max_epoch=15))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = build_scheduler(opt, cfg, 1)
     return model, opt, tricks.Trainer(model, opt, schedule, cfg)

@@ -33,7 +33,7 @@ def test_two_trials_write_a_best_config_that_train_reruns(tiny_data, tmp_path, c
     assert [r['state'] for r in rows] == ['complete', 'complete'] and 'best_so_far' in rows[0] and 'lr' in rows[0]
     # the first trial is the recipe train runs without tune: the defaults of every searched setting
     assert (float(rows[0]['lr']), float(rows[0]['weight_decay']), rows[0]['hflip'], rows[0]['augment']) == \
-        (1e-3, 1e-4, 'False', 'basic')
+        (1e-3, 1e-4, 'auto', 'basic')
     number = int(out.split('chosen: trial ')[1].split(',')[0])  # the best, or train's recipe within one standard error
     best = next(r for r in rows if int(r['trial']) == number)
     # --keep-trials=best: only the chosen trial keeps its checkpoints; every trial keeps its config and metrics
@@ -58,7 +58,7 @@ def test_two_trials_write_a_best_config_that_train_reruns(tiny_data, tmp_path, c
 def test_the_first_trial_is_the_recipe_train_would_run_less_what_is_given():
     cfg = config.parse(search_space='full', lr=0.01)  # --lr given: held fixed, not searched
     first = tune.first_params(cfg, ('SqueezeNet', 'ResNet34'))
-    assert first == {'weight_decay': 1e-4, 'max_epoch': 0, 'hflip': False, 'augment': 'basic', 'jitter': 0.2,
+    assert first == {'weight_decay': 1e-4, 'max_epoch': 0, 'hflip': 'auto', 'augment': 'basic', 'jitter': 0.2,
                      'erasing': 0.25, 'mix': 'mixup', 'mix_prob': 0.5, 'sampler': 'shuffle', 'loss': 'label_smooth',
                      'stem': 'auto', 'model': 'ResNet34'}
 

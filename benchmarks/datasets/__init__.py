@@ -29,6 +29,9 @@ DATASETS = {
     'glyphs': ('glyphs.build', '62 characters 0-9 A-Z a-z rendered at 32 px from installed font families '
                                '(fonts-*); train / val / test split by typeface design: a test font is never seen '
                                'in training'),
+    'signs': ('signs.build', 'arrows, signs and symbols rendered at 32 px from 10 typeface designs: 6 mirror pairs '
+                             '(left / right arrow, < / >, ...), 10 mirror-symmetric classes (up arrow, heart, A, ...) '
+                             'and 10 that a flip turns into no class (note, ?, 7, R, ...); split by design'),
     'scenes96': ('photos.build_scenes96', 'scene patches, 96 px, 10 classes = 10 photographs of lomiri-wallpapers '
                                           'and plasma-workspace-wallpapers, 30 training images per class; disjoint '
                                           'test regions'),

@@ -45,7 +45,8 @@ def predict(model, paths, classes, cfg, device, tta='none'):
     """Class probabilities (len(paths) x classes) of the images at `paths`, NaN rows for unreadable files;
     with a TTA name, the views are merged as probabilities (utils/evaluate/tta.py)."""
     from utils.evaluate.loop import EvalModel, probabilities
-    return probabilities(EvalModel(model, cfg.image_size, tta), paths, cfg, device, 'pseudo-label', len(classes))[0]
+    return probabilities(EvalModel(model, cfg.image_size, tta, flips=cfg.flips), paths, cfg, device, 'pseudo-label',
+                         len(classes))[0]
 
 
 def class_thresholds(probs, targets, floor, target, min_support):

@@ -57,10 +57,11 @@ class EvalModel(nn.Module):
     loop's cross-entropy is then the log-loss of the merged probabilities and its softmax gives them back.
     With the SVM head the 'probabilities' are the softmax of its decision values (not calibrated)."""
 
-    def __init__(self, model, image_size, tta='none', merge='mean', svm=None):
+    def __init__(self, model, image_size, tta='none', merge='mean', svm=None, flips=()):
         super().__init__()
         self.model, self.svm = model, svm
-        self.tta = TTAModel(model, None if svm is not None else build_tta(tta, image_size), merge)
+        flips = flips if tta == 'hflip' and svm is None else ()  # hflip follows the run's flip policy
+        self.tta = TTAModel(model, None if svm is not None else build_tta(tta, image_size), merge, flips)
 
     def forward(self, x):
         if self.svm is None:
@@ -85,7 +86,7 @@ def wrap(model, cfg):
             raise UserError(f'no SVM head at {path}; fit one first with `python main.py svm '
                             f'--load-path={cfg.load_path}`')
         svm = load_svm_head(path)
-    return EvalModel(model, cfg.image_size, cfg.tta, cfg.tta_merge, svm).eval()
+    return EvalModel(model, cfg.image_size, cfg.tta, cfg.tta_merge, svm, cfg.flips).eval()
 
 
 def report_prefix(split, cfg):

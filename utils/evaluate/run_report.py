@@ -23,6 +23,7 @@ import config
 from data import loaders
 from data.dataset import BadFileLog, collate
 from data.transforms import norm_stats
+from data.flips import describe as describe_flips
 from data.mix import MixBatch
 from utils.dashboard.windows import labelled_tile, unnormalize, worst_misclassified
 from utils.evaluate import gradcam, loop
@@ -345,6 +346,8 @@ def headline(run_dir, cfg, ckpt, rows, out, evals, train_set):
              ('data', f'{source}: {len(train_set)} training, {sizes} images; {len(ckpt["classes"])} classes; '
                       f'{cfg.image_size} px'),
              ('model', f'{ckpt["model_name"]}' + (f' with {cfg.attention}' if cfg.attention != 'none' else '')),
+             *([('horizontal flips', f'--hflip={cfg.hflip}: {describe_flips(cfg.flips, ckpt["classes"])}')]
+               if cfg.flips else []),
              ('best epoch', f'{out["best_epoch"]} of {len(rows)} (validation accuracy '
                             f'{pct(max(r["val_acc"] for r in rows))})'),
              *scores,

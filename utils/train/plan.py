@@ -15,6 +15,7 @@ import config
 import models
 from data import cache, loaders, manifest, transforms
 from data.dataset import auto_image_size
+from data.flips import describe as describe_flips, policy as flip_policy
 from models import pretrained
 from utils.io import check_compatible, check_room, estimated_size
 from utils.train import distributed
@@ -49,6 +50,11 @@ def resolve(cfg, resumed=None, ddp=None):
     if not cfg.max_epoch and resumed is None:
         print(f'max_epoch: auto = {plan.max_epoch} epochs for {len(train)} training images (at least '
               f'{config.AUTO_IMAGES} images seen, {config.AUTO_EPOCHS[0]}..{config.AUTO_EPOCHS[1]} epochs)')
+    if not plan.flips:  # a new run (a resumed one keeps its own)
+        flips, probe = flip_policy(plan.hflip, train, classes, plan.seed)
+        plan = dataclasses.replace(plan, flips=flips, flip_probe=probe)
+        print(f'hflip {plan.hflip}: {describe_flips(flips, classes)}'
+              + (f' (probe: {probe["images"]} images, {probe["seconds"]} s)' if probe else ''))
     plan = machine(plan, cfg, ddp, len(train) + len(val))
     check_room_for(plan, resumed is not None)
     if resumed is None:  # the one pass over the training images, once every check has passed

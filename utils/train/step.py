@@ -9,7 +9,7 @@ import torch
 from utils.io import append_line
 from utils.train.losses import build_loss, class_weights
 from data.cache import finish_batch
-from data.mix import MixBatch, mixed_criterion
+from data.mix import MixBatch, flip_by_class, mixed_criterion
 from utils.train.optim import Phases
 from utils.train.precision import Precision
 
@@ -62,6 +62,8 @@ class Trainer:
         self.clip = cfg.clip_grad
         # Draws from torch's global generator, which training seeds every epoch (so resume reproduces it).
         self.mix = MixBatch(cfg.cutmix_prob, cfg.cutmix_alpha, cfg.mixup_prob, cfg.mixup_alpha)
+        # the per-class flip policy (--hflip as the plan decided it); None when no class is ever flipped
+        self.flips = torch.tensor(cfg.flips, dtype=torch.long) if any(a >= 0 for a in cfg.flips) else None
         self.ema = None
         if cfg.ema:
             from timm.utils import ModelEmaV3
@@ -176,11 +178,13 @@ class Running:
 
 
 def train_step(model, images, labels, criterion, trainer, running, cfg, vis, step):
-    """One training step, which never waits for the device: the batch finished on the device, mixed, forward,
-    loss, backward and optimizer step (`trainer`), loss and correct predictions added to `running`.
+    """One training step, which never waits for the device: the batch finished on the device, flipped per class,
+    mixed, forward, loss, backward and optimizer step (`trainer`), loss and correct predictions added to `running`.
     `step` = (batch index, batches in the epoch, epoch)."""
     images = finish_batch(images, running.sums.device, cfg, True)
     labels = labels.to(running.sums.device, non_blocking=True)
+    if trainer.flips is not None:
+        images, labels = flip_by_class(images, labels, trainer.flips)
     images, y_a, y_b, lam = trainer.mix(images, labels)
     vis.show_batch(images, labels)  # the first batch of the run only
     with trainer.precision.autocast():

@@ -27,7 +27,7 @@ WARMUP = 30  # percent of a trial's epochs before it may be pruned: early accura
 EPOCHS = (0, 5, 10, 20, 40)  # 0 = auto, train's own budget (config.auto_epochs)
 STEMS = ('auto', 'imagenet', 'small')  # auto (the default, per model: models.resolve_stem) keeps train's recipe searchable
 QUICK = (('lr', 'log', (3e-4, 1e-2)), ('weight_decay', 'log', (1e-5, 0.1)), ('max_epoch', 'choice', EPOCHS),
-         ('hflip', 'choice', (False, True)), ('augment', 'choice', config.choices()['augment']))
+         ('hflip', 'choice', ('auto', False, True)), ('augment', 'choice', config.choices()['augment']))
 TRICKS = QUICK + (('jitter', 'float', (0.0, 0.4)), ('erasing', 'float', (0.0, 0.5)),
                   ('mix', 'choice', ('none', 'mixup', 'cutmix')), ('sampler', 'choice', ('shuffle', 'weighted')),
                   ('loss', 'choice', ('ce', 'label_smooth')), ('stem', 'choice', STEMS))
