@@ -1,4 +1,5 @@
-"""Does a horizontal flip keep the label? A nearest-neighbour probe per suite dataset.
+"""Does a horizontal flip keep the label? A nearest-neighbour probe per suite dataset, and the per-class policy
+that --hflip=auto decides from the training split (data/flips.py).
 
     python benchmarks/flip_probe.py                       # every dataset of benchmarks/datasets
     python benchmarks/flip_probe.py --datasets=photos,glyphs
@@ -6,7 +7,8 @@
 A k-nearest-neighbour classifier (k = 1 and 5) on 16 px RGB thumbnails, each centred on its own mean, is fitted on
 the training split and scores the validation split as it is and mirrored. Where a flip keeps the label, the mirrored
 images are classified about as well (ratio near 1); where it changes the class (digits, letters), far worse.
-Also prints the largest per-class drop in recall (k = 1). Seconds, not minutes: no network is trained.
+Also prints the largest per-class drop in recall (k = 1), then each dataset's --hflip=auto decisions and their
+cost. Seconds, not minutes: no network is trained.
 """
 import argparse
 import os
@@ -47,10 +49,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
     root = args.data_root or datasets.default_root()
     print('| dataset | k | val accuracy % | mirrored % | ratio | largest class drop (k=1) |\n|---|---|---|---|---|---|')
+    decided = []
     for name in args.datasets.split(','):
-        result, drop = probe(datasets.build(name, root))
+        folder = datasets.build(name, root)
+        result, drop = probe(folder)
         for k, (a, b) in result.items():
             print(f'| {name} | {k} | {100 * a:.1f} | {100 * b:.1f} | {b / a:.2f} | {100 * drop:.0f} |')
+        decided.append((name, policy(os.path.join(folder, 'train'))))
+    print('\n--hflip=auto, decided on each training split:')
+    for name, (line, found) in decided:
+        print(f'{name}: {line} ({found["images"]} images, {found["seconds"]} s)')
+
+
+def policy(train_root):
+    """(one line, the probe's record) of the --hflip=auto policy of a training folder."""
+    from data import flips
+    from data.dataset import find_classes, scan
+    classes = find_classes(train_root)
+    found = flips.probe(scan(train_root, classes), classes)
+    return flips.describe(found['flips'], classes), found
 
 
 if __name__ == '__main__':

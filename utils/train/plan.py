@@ -108,12 +108,17 @@ def with_lr(plan, lr, record):
     return dataclasses.replace(plan, lr=lr, lr_find=record)
 
 
+SHOWN = 110  # characters of a value the printed plan shows (config.json holds it whole)
+
+
 def describe(plan, cfg):
-    """The plan as printed at the start of a run: one `name = value` line each, what was decided marked."""
-    lines = []
+    """The plan as printed at the start of a run: one `name = value` line each, what was decided marked, a long
+    value (the flip probe's record, the flips of many classes) cut short."""
+    lines, settings = [], {n for n, *_ in config.settings()}
     for name, value in plan.to_dict().items():
         asked = getattr(cfg, name, None)
-        mark = ' (machine)' if name in plan.machine_chose else ' (auto)' if asked in ('auto', 0) and value != asked \
-            and name in {n for n, *_ in config.settings()} else ''
-        lines.append(f'  {name} = {value!r}{mark}')
+        mark = ' (machine)' if name in plan.machine_chose else \
+            ' (auto)' if name in settings and asked in ('auto', 0) and value != asked else ''
+        text = repr(value)
+        lines.append(f'  {name} = {text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."}{mark}')
     return 'plan:\n' + '\n'.join(lines)
