@@ -122,7 +122,7 @@ def test_batch_crop_resize_equals_torchvision_resized_crop_inside_the_border():
 
 
 def test_epoch_loss_and_accuracy_are_the_means_over_its_images(tiny_data, tmp_path):
-    cfg = settings(tiny_data, augment='none', jitter=0.0, erasing=0.0, mixup_prob=0.0, print_freq=2)
+    cfg = settings(tiny_data, augment='none', hflip=False, jitter=0.0, erasing=0.0, mixup_prob=0.0, print_freq=2)
     train_set, _ = loaders.build_train_val(cfg)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay: the means can be recomputed
