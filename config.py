@@ -110,8 +110,9 @@ class DefaultConfig:
     vis_port: int = opt(8097, 'visdom server port', 'dashboard')
 
     # --- evaluation and inference
-    tta: str = opt('none', 'test-time augmentation in val, testforacc, predict and ensemble; flips change '
-                   'direction-bearing classes (keep-left / keep-right signs, digits): use none or crops there',
+    tta: str = opt('none', 'test-time augmentation in val, testforacc, predict and ensemble; hflip follows the '
+                   "run's flip policy (--hflip: pairs swapped, unflipped classes not averaged); the flips of vflip, "
+                   'd4 and ten_crop change direction-bearing classes (keep-left / keep-right signs, digits)',
                    'inference', choices=TTA)
     tta_merge: str = opt('mean', 'how the TTA views are merged, as probabilities', 'inference',
                          choices=('mean', 'gmean', 'max', 'tsharpen'))

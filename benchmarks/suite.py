@@ -6,6 +6,7 @@ time, as a markdown table (mean ± sample sd over the seeds).
     python benchmarks/suite.py --quick --datasets=digits --rows=rbf-svm,defaults    # CI-sized: subsets, 1 epoch
     python benchmarks/suite.py --out=suite.json --resume          # run only what suite.json does not hold yet
     python benchmarks/suite.py --rows=defaults,defaults+loss=ce,defaults+hflip=True   # ablations of the defaults
+    python benchmarks/suite.py --out=suite.json --resume --work=W --tta=hflip   # each run tested with TTA too
 
 Rows (nothing is chosen on the test split; the validation split chooses where anything is chosen):
   defaults   python main.py train, then testforacc, as subprocesses, with nothing but the data given
@@ -104,6 +105,36 @@ def train_and_test(folder, settings, run_dir, log):
     return metrics['top1'], metrics['macro']['f1'], torch.load(best, weights_only=True)['best_metric']
 
 
+def tta_test(run_dir, folder, tta, log):
+    """testforacc of run_dir's best_model.pth on folder/test with --tta=tta: its test top-1 (the report goes to
+    test_tta-<tta>_*, beside the run's test_* files)."""
+    main_py('testforacc', dict(load_path=os.path.join(run_dir, 'best_model.pth'), test_data_root=f'{folder}/test',
+                               tta=tta, vis=False, html_report=False), log)
+    with open(os.path.join(run_dir, f'test_tta-{tta}_metrics.json')) as f:
+        return json.load(f)['top1']
+
+
+def add_tta(runs, chosen, folders, work, tta, out):
+    """Test every toolkit run of `runs` that chosen(run) keeps and that has no result with --tta=tta yet, on its
+    dataset's folder in `folders`, from its best_model.pth under `work`: sets its 'tta' and 'tta_acc' and
+    rewrites `out` with every run. Returns notes for runs whose checkpoint is gone."""
+    notes = []
+    for r in runs:
+        if not chosen(r) or r.get('tta') == tta or not (r['row'] in TOOLKIT or r['row'] == 'tune'
+                                                        or r['row'].startswith(VARIANT)):
+            continue
+        run_dir = run_path(folders[r['dataset']], r['row'], r['seed'], work)
+        if not os.path.isfile(os.path.join(run_dir, 'best_model.pth')):
+            notes.append(f'{r["dataset"]} {r["row"]} seed {r["seed"]}: no {run_dir}/best_model.pth to test with '
+                         f'--tta={tta} (give the --work of its run)')
+            continue
+        r.update(tta=tta, tta_acc=tta_test(run_dir, folders[r['dataset']], tta, run_dir + '.log'))
+        print(json.dumps(r), flush=True)
+        if out:
+            write_json({'runs': runs}, out)
+    return notes
+
+
 def pixels(root, size=0):
     """(X, y): the images under root/<class>/ as (N, H, W, 3) RGB arrays in 0..1 (resized to size x size,
     bilinear, when size is given), and their class indices."""
@@ -139,9 +170,14 @@ def has_tune():
     return any(line.split()[:1] == ['tune'] for line in out.splitlines())
 
 
+def run_path(folder, row, seed, work):
+    """The run folder of `row` on the dataset `folder` at `seed` under `work` (its log is that path + '.log')."""
+    return os.path.join(work, f'{os.path.basename(folder)}-{row.replace("/", "_")}-seed{seed}')
+
+
 def run_row(row, folder, seed, work, quick):
     """One row on one dataset folder and seed: a result dict (test_acc, macro_f1, val_acc, seconds)."""
-    run_dir = os.path.join(work, f'{os.path.basename(folder)}-{row.replace("/", "_")}-seed{seed}')
+    run_dir = run_path(folder, row, seed, work)
     os.makedirs(work, exist_ok=True)
     log = run_dir + '.log'
     epochs = {'max_epoch': 1} if quick else {}
@@ -177,8 +213,8 @@ def summarize(runs):
     rows = []
     for (dataset, row), mine in groups.items():
         out = {'dataset': dataset, 'row': row, 'seeds': len(mine)}
-        for key in ('test_acc', 'macro_f1', 'val_acc', 'seconds'):
-            values = [r[key] for r in mine if r[key] is not None]
+        for key in ('test_acc', 'tta_acc', 'macro_f1', 'val_acc', 'seconds'):
+            values = [r[key] for r in mine if r.get(key) is not None]
             out[key] = statistics.fmean(values) if values else None
             out[key + '_sd'] = statistics.stdev(values) if len(values) > 1 else None
         rows.append(out)
@@ -192,10 +228,13 @@ def table(rows, notes=()):
             return '--'
         text = f'{scale * row[key]:.{digits}f}'
         return text + (f' ± {scale * row[key + "_sd"]:.{digits}f}' if row[key + '_sd'] is not None else '')
-    lines = ['| dataset | row | test top-1 % | test macro-F1 % | val top-1 % | seconds | seeds |',
-             '|---|---|---|---|---|---|---|']
-    lines += [f'| {r["dataset"]} | {r["row"]} | {cell(r, "test_acc")} | {cell(r, "macro_f1")} | '
-              f'{cell(r, "val_acc")} | {cell(r, "seconds", 1, 0)} | {r["seeds"]} |' for r in rows]
+    tta = any(r['tta_acc'] is not None for r in rows)  # a column of its own only where some run has it
+    lines = ['| dataset | row | test top-1 % |' + (' with TTA |' if tta else '') +
+             ' test macro-F1 % | val top-1 % | seconds | seeds |', '|---|---|---|' + ('---|' if tta else '') +
+             '---|---|---|---|']
+    lines += [f'| {r["dataset"]} | {r["row"]} | {cell(r, "test_acc")} |' + (f' {cell(r, "tta_acc")} |' if tta else '')
+              + f' {cell(r, "macro_f1")} | {cell(r, "val_acc")} | {cell(r, "seconds", 1, 0)} | {r["seeds"]} |'
+              for r in rows]
     return '\n'.join(lines + [''] + [f'- {n}' for n in notes])
 
 
@@ -298,6 +337,9 @@ def main(argv=None):
     parser.add_argument('--data-root', default='', help='dataset cache (default $CLASSIFIER_SUITE_DATA or '
                                                         '~/.cache/classifier-suite)')
     parser.add_argument('--work', default='', help='where runs and logs go (default: DATA_ROOT/runs/<time>)')
+    parser.add_argument('--tta', default='none', choices=config.TTA,
+                        help='also test each toolkit run with this test-time augmentation (runs --out already '
+                             'holds too, from their best_model.pth under --work); the table gets a column of it')
     args = parser.parse_args(argv)
     names = [n for n in args.datasets.split(',') if n]
     rows = [r for r in args.rows.split(',') if r]
@@ -334,8 +376,12 @@ def main(argv=None):
                     continue
                 record(dict(dataset=name, row=row, seed=seed, quick=args.quick,
                             **run_row(row, folder, seed, work, args.quick)), runs, args.out)
-    wanted = [r for r in runs if r['dataset'] in names and r['row'] in rows and r['seed'] in seeds
-              and r['quick'] == args.quick]
+    def chosen(r):
+        return r['dataset'] in names and r['row'] in rows and r['seed'] in seeds and r['quick'] == args.quick
+    if args.tta != 'none':
+        tested = {n: os.path.join(work, 'quick-data', n) if args.quick else folders[n] for n in names}
+        notes += add_tta(runs, chosen, tested, work, args.tta, args.out)
+    wanted = [r for r in runs if chosen(r)]
     summary = summarize(wanted)
     print('\n' + table(summary, notes + verdicts(summary, wanted)))
     ablations = ablation(wanted)

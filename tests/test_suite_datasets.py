@@ -131,7 +131,7 @@ def test_datasets_cli_lists_every_dataset():
     assert [line.split()[0] for line in listed.splitlines()] == list(datasets.DATASETS)
 
 
-def test_quick_suite_prints_the_table_and_the_ablation_table(tmp_path):
+def test_quick_suite_prints_the_table_and_the_ablation_table_then_adds_tta_to_its_runs(tmp_path):
     out = tmp_path / 'suite.json'
     done = subprocess.run([sys.executable, 'benchmarks/suite.py', '--quick', '--datasets=digits',
                            '--rows=rbf-svm,defaults,defaults+loss=ce', f'--out={out}', f'--data-root={tmp_path / "data"}',
@@ -148,6 +148,19 @@ def test_quick_suite_prints_the_table_and_the_ablation_table(tmp_path):
     with open(tmp_path / 'work' / 'digits-defaults+loss=ce-seed0' / 'config.json') as f:
         assert json.load(f)['used']['loss'] == 'ce'  # the variant trained with its setting changed
     assert '| loss=ce | ' in table[table.index('Ablations'):]
+    again = subprocess.run([sys.executable, 'benchmarks/suite.py', '--quick', '--datasets=digits',
+                            '--rows=rbf-svm,defaults', '--tta=hflip', '--resume', f'--out={out}',
+                            f'--data-root={tmp_path / "data"}', f'--work={tmp_path / "work"}'],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    runs = {r['row']: r for r in json.load(open(out))['runs']}
+    with open(tmp_path / 'work' / 'digits-defaults-seed0' / 'test_tta-hflip_metrics.json') as f:
+        assert runs['defaults']['tta'] == 'hflip' and runs['defaults']['tta_acc'] == json.load(f)['top1']
+    assert 'tta' not in runs['rbf-svm'] and 'tta' not in runs['defaults+loss=ce']  # no network / not asked for
+    d = runs['defaults']
+    assert '| test top-1 % | with TTA |' in again.stdout
+    assert f'| digits | defaults | {100 * d["test_acc"]:.1f} | {100 * d["tta_acc"]:.1f} |' in again.stdout
+    assert f'| digits | rbf-svm | {100 * runs["rbf-svm"]["test_acc"]:.1f} | -- |' in again.stdout
 
 
 def test_verdicts_compare_the_means_and_count_the_seeds_won():
