@@ -301,7 +301,8 @@ def ablation(runs):
         diffs = {d: x for d in names if (x := diff(d, v)) is not None}
         lines.append(f'| {v[len(VARIANT):]} | ' + ' | '.join(f'{100 * diffs[d]:+.1f}' if d in diffs else '--'
                                                              for d in names) +
-                     f' | {100 * statistics.fmean(diffs.values()):+.1f} | {sum(x > 0 for x in diffs.values())} of '
+                     f' | {f"{100 * statistics.fmean(diffs.values()):+.1f}" if diffs else "--"} | '
+                     f'{sum(x > 0 for x in diffs.values())} of '
                      f'{len(diffs)} | {rank(v)} |')
     return '\n'.join(lines)
 

@@ -226,6 +226,9 @@ def test_the_ablation_table_gives_each_variant_its_difference_from_the_defaults_
     assert lines[3] == '| hflip=True | -48.0 | +10.0 | -19.0 | 1 of 2 | 2.0 |'
     assert lines[4] == '| loss=ce | -2.0 | +2.0 | +0.0 | 1 of 2 | 2.0 |'
     assert suite.ablation([r for r in runs if '+' not in r['row']]) == ''
+    # a variant asked for without the defaults (suite.py --rows=defaults+hflip=True): nothing to subtract from
+    alone = suite.ablation([r for r in runs if r['row'] == 'defaults+hflip=True']).splitlines()
+    assert alone[2:] == ['| defaults (test top-1 %) | -- | -- | | | -- |', '| hflip=True | -- | -- | -- | 0 of 0 | 1.0 |']
 
 
 def test_an_out_file_is_refused_without_resume_and_keeps_every_run_with_it(tmp_path):
