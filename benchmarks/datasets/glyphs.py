@@ -65,14 +65,20 @@ def installed_fonts(fonts_dir='/usr/share/fonts'):
 def split_designs(seed=0):
     """{split: [(design, family, style, path)]}: the designs dealt at random by the seed to test, val and train,
     FONTS_PER_DESIGN styles drawn from each."""
+    return deal(installed_fonts(), DESIGNS, DESIGNS_IN, FONTS_PER_DESIGN, seed)
+
+
+def deal(fonts, designs, designs_in, per_design, seed):
+    """{split: [(design, family, style, path)]}: `designs` dealt at random by the seed, designs_in['test'] to test,
+    designs_in['val'] to val, the rest to train, and `per_design` of each design's `fonts` (design: [(family,
+    style, path)]) drawn for it."""
     import numpy as np
     rng = np.random.default_rng(seed)
-    fonts = installed_fonts()
-    designs = [sorted(DESIGNS)[i] for i in rng.permutation(len(DESIGNS))]
-    cut = {'test': designs[:DESIGNS_IN['test']], 'val': designs[DESIGNS_IN['test']:sum(DESIGNS_IN.values())],
-           'train': designs[sum(DESIGNS_IN.values()):]}
+    order = [sorted(designs)[i] for i in rng.permutation(len(designs))]
+    cut = {'test': order[:designs_in['test']], 'val': order[designs_in['test']:sum(designs_in.values())],
+           'train': order[sum(designs_in.values()):]}
     return {split: [(d, *fonts[d][i]) for d in sorted(members)
-                    for i in sorted(rng.permutation(len(fonts[d]))[:FONTS_PER_DESIGN])]
+                    for i in sorted(rng.permutation(len(fonts[d]))[:per_design])]
             for split, members in cut.items()}
 
 

@@ -7,7 +7,7 @@ import functools
 import os
 
 from benchmarks.datasets import write_once
-from benchmarks.datasets.glyphs import installed_fonts
+from benchmarks.datasets.glyphs import deal, installed_fonts
 
 SIZE = 32
 # class -> character; the kind of each is what a flip does to it (MIRROR_PAIRS: into the other of its pair)
@@ -43,15 +43,8 @@ def partner(name):
 def split_designs(seed=0):
     """{split: [(design, family, style, path)]}: SIGN_DESIGNS dealt at random by the seed to test, val and train,
     FONTS_PER_DESIGN of each design's fonts that draw every character."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
     fonts = {d: [f for f in found if draws_all(f[2])] for d, found in installed_fonts().items() if d in SIGN_DESIGNS}
-    designs = [sorted(SIGN_DESIGNS)[i] for i in rng.permutation(len(SIGN_DESIGNS))]
-    cut = {'test': designs[:DESIGNS_IN['test']], 'val': designs[DESIGNS_IN['test']:sum(DESIGNS_IN.values())],
-           'train': designs[sum(DESIGNS_IN.values()):]}
-    return {split: [(d, *fonts[d][i]) for d in sorted(members)
-                    for i in sorted(rng.permutation(len(fonts[d]))[:FONTS_PER_DESIGN])]
-            for split, members in cut.items()}
+    return deal(fonts, SIGN_DESIGNS, DESIGNS_IN, FONTS_PER_DESIGN, seed)
 
 
 @functools.lru_cache(maxsize=None)
