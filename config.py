@@ -6,6 +6,7 @@ name, and each value is coerced to the type of its default. This module imports 
 """
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
@@ -108,6 +109,10 @@ class DefaultConfig:
     env: str = opt('default', 'visdom environment (dashboard tab) the curves go to', 'dashboard')
     vis_server: str = opt('http://127.0.0.1', 'visdom server address', 'dashboard')
     vis_port: int = opt(8097, 'visdom server port', 'dashboard')
+    tensorboard: bool = opt(False, 'train: also write what the dashboard shows (every scalar, the confusion matrix, '
+                            'image grids) as TensorBoard event files in the run directory: tensorboard '
+                            '--logdir=checkpoints; replay: write them for a finished run from its metrics.jsonl',
+                            'dashboard')
 
     # --- evaluation and inference
     tta: str = opt('none', 'test-time augmentation in val, testforacc, predict and ensemble; hflip follows the '
@@ -233,6 +238,10 @@ class DefaultConfig:
                               'empty = at 50 % and 75 % of max_epoch', 'optim')
     clip_grad: float = opt(0.0, 'clip the gradient norm to this value (0 = off)', 'optim')
     accum_steps: int = opt(1, 'gradient accumulation: batches summed per optimizer step', 'optim')
+    patience: int = opt(0, 'early stopping: end the run when neither the validation accuracy nor the EMA\'s has '
+                        'improved for N epochs; 0 = off. The schedule is not shortened: a one-cycle or cosine run '
+                        'stopped early ends before its learning rate has annealed, and best_model.pth is its best '
+                        'epoch so far', 'optim')
     ema: bool = opt(False, 'keep an exponential moving average of the weights; it is validated and saved '
                     '(best_model_ema.pth) beside the raw weights', 'optim')
     ema_decay: float = opt(0.998, 'EMA decay (with warmup, so short runs average over fewer steps)', 'optim')
@@ -491,7 +500,9 @@ def check(cfg):
     if cfg.lr == 'auto' and cfg.resume:
         raise ConfigError('--lr=auto finds the learning rate before a run starts; a resumed run keeps its own '
                           '(drop --lr, or give a number)')
-    for name in ('n_trials', 'timeout'):
+    if cfg.tensorboard and importlib.util.find_spec('tensorboard') is None:
+        raise ConfigError('--tensorboard needs the tensorboard package: pip install tensorboard')
+    for name in ('n_trials', 'timeout', 'patience'):
         if getattr(cfg, name) < 0:
             raise ConfigError(f'--{flag(name)} must be 0 or more, got {getattr(cfg, name)}')
     if not cfg.n_trials and not cfg.timeout:

@@ -181,3 +181,33 @@ def test_resume_with_a_longer_max_epoch_stretches_the_onecycle_schedule(tiny_dat
     assert len(lrs) == 3 * steps  # the resumed epochs ran to the end
     assert lrs[steps] > lrs[steps - 1]  # the one-epoch cycle had annealed; the stretched one is still high
     assert lrs[-1] < 0.01 * max(lrs)  # and anneals at the new end
+
+
+def test_patience_stops_a_run_that_plateaus_records_why_and_a_resume_says_it_is_finished(learnable_data, tmp_path):
+    # this data is learnt to 9 of 9 on validation within a few epochs (conftest.LEARNS): nothing improves on that
+    settings = dict(LEARNS, train_data_root=str(learnable_data), checkpoint_dir=str(tmp_path / 'ck'), run_name='r',
+                    max_epoch=8, patience=2)
+    run_dir = engine.fit(config.parse(**settings))
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
+    best = [r['val_acc'] for r in rows].index(1.0)  # the first epoch at 9 of 9
+    assert len(rows) == best + 3 < 8  # two epochs without improvement, then the stop
+    assert not any('stopped' in r for r in rows[:-1])
+    assert rows[-1]['stopped'].startswith('no improvement of the validation accuracy for 2 epochs')
+    assert rows[-1]['stopped'].endswith(f'at epoch {best + 1}')
+    assert torch.load(os.path.join(run_dir, 'best_model.pth'), weights_only=True)['epoch'] == best
+    report = open(os.path.join(run_dir, 'report.html')).read()
+    assert 'stopped early' in report and f'after epoch {len(rows)} of 8' in report
+    last = os.path.join(run_dir, 'last.pth')
+    before = sorted(os.listdir(run_dir))
+    out = run_cli('train', f'--resume={last}')
+    assert out.returncode == 2 and 'finished run' in out.stderr and f'stopped early at epoch {len(rows)}' in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and sorted(os.listdir(run_dir)) == before
+    # with another patience it trains on, to the last epoch
+    engine.fit(config.parse(resume=last, patience=0, html_report=False))
+    assert len(open(os.path.join(run_dir, 'metrics.jsonl')).readlines()) == 8
+
+
+def test_a_patience_below_zero_is_one_line(tmp_path):
+    out = run_cli('train', '--patience=-1', f'--checkpoint-dir={tmp_path}')
+    assert out.returncode == 2 and '--patience must be 0 or more' in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not os.listdir(tmp_path)

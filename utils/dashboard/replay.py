@@ -22,9 +22,12 @@ def read_log(path, env=None):
 
 def replay_run(run, cfg):
     """Send every call recorded in <run>/visdom.log to cfg.vis_server:cfg.vis_port (into --env when given,
-    else into the env the run used); returns the number of calls."""
+    else into the env the run used); returns the number of calls. With --tensorboard, write the run's TensorBoard
+    events from its metrics.jsonl instead (board.write_run)."""
     if not run:
         raise UserError('give the run directory to replay with --run=checkpoints/<run>')
+    if cfg.tensorboard:
+        return replay_to_tensorboard(run)
     path = run if os.path.isfile(run) else os.path.join(run, LOG_NAME)
     if not os.path.isfile(path):
         raise UserError(f'{path} does not exist: a run records its dashboard there unless trained with --vis=false')
@@ -47,3 +50,16 @@ def replay_run(run, cfg):
     print(f'replayed {len(calls)} dashboard calls from {path} into '
           + ', '.join(f'{cfg.vis_server}:{cfg.vis_port}/env/{e}' for e in envs))
     return len(calls)
+
+
+def replay_to_tensorboard(run):
+    """TensorBoard event files for the run folder `run` from its metrics.jsonl and lr.csv; refused when it has some."""
+    from utils.dashboard.board import has_events, write_run
+    if not os.path.isfile(os.path.join(run, 'metrics.jsonl')):
+        raise UserError(f'{run} is not a run folder with a finished epoch (no metrics.jsonl): give '
+                        f'--run=checkpoints/<run>')
+    if has_events(run):
+        raise UserError(f'{run} already has TensorBoard event files: tensorboard --logdir={run} shows them')
+    epochs = write_run(run)
+    print(f'wrote TensorBoard events of {epochs} epochs into {run}: tensorboard --logdir={run}')
+    return epochs

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD, norm_stats
-from utils.evaluate.metrics import confusion, per_class_accuracy
+from utils.evaluate.metrics import confusion, confusion_image, per_class_accuracy
 from utils.dashboard.client import LOG_NAME, Visualizer
 
 SMOOTHING = 0.8  # exponential moving average of the logged training loss (as TensorBoard's smoothing slider)
@@ -76,12 +76,17 @@ def eta(seconds):
 
 
 class RunDashboard:
-    """The windows of one training run in the visdom env `cfg.env`, recorded in `<run_dir>/visdom.log`."""
+    """The windows of one training run in the visdom env `cfg.env`, recorded in `<run_dir>/visdom.log`; with
+    --tensorboard, the same scalars and pictures as TensorBoard events in `run_dir` (board.py)."""
 
     def __init__(self, cfg, run_dir, classes, start_epoch=0, enabled=True):
         self.cfg, self.run_dir, self.classes = cfg, run_dir, list(classes)
         self.vis = Visualizer(cfg.env, cfg.vis_server, cfg.vis_port, enabled=cfg.vis and enabled,
                               log_path=os.path.join(run_dir, LOG_NAME))
+        self.board = None
+        if cfg.tensorboard and enabled:
+            from utils.dashboard.board import Board
+            self.board = Board(run_dir)
         self.ema, self.batch_shown, self.lines = None, False, []
         self.epochs_left, self.epoch_times, self.last = cfg.max_epoch - start_epoch, [], time.time()
 
@@ -89,6 +94,8 @@ class RunDashboard:
         """The run log with the run's plan (`plan`: as final, once --lr=auto has chosen), and the class distribution
         of both splits."""
         self.cfg = plan or self.cfg
+        if self.board:
+            self.board.text('run log', '\n'.join(f'    {k} = {v!r}' for k, v in self.cfg.to_dict().items()))
         if not self.vis.active:
             return
         self.show_log()
@@ -106,7 +113,7 @@ class RunDashboard:
 
     def show_batch(self, images, labels):
         """The first training batch as the model receives it (after augmentation and mixing), once per run."""
-        if self.batch_shown or not self.vis.active:
+        if self.batch_shown or not (self.vis.active or self.board):
             return
         self.batch_shown = True
         images = images[:GRID]
@@ -115,15 +122,20 @@ class RunDashboard:
             images = F.interpolate(images.float(), size=(2 * TILE, 2 * TILE), mode='bilinear', antialias=True)
         shown = enlarge(unnormalize(images, *norm_stats(self.cfg)), 64)
         names = ' '.join(self.classes[int(t)] for t in labels[:GRID])
+        if self.board:
+            from utils.dashboard.board import grid
+            self.board.image('training images', grid(shown, 8), 0)
         self.vis.call('images', shown, nrow=8, win=WIN['batch'],
                       opts=dict(title=WIN['batch'], caption=f'first batch, un-normalised; classes: {names}',
                                 **pane_size(shown, 8)))
 
     def step(self, epoch, i, iters, loss, lr):
         """One logged training step: raw and smoothed loss, learning rate (x = fractional epoch)."""
-        if not self.vis.active:
+        if not (self.vis.active or self.board):
             return
         self.ema = loss if self.ema is None else SMOOTHING * self.ema + (1 - SMOOTHING) * loss
+        if self.board:
+            self.board.step(epoch * iters + i, loss, self.ema, lr)
         x = epoch + i / max(1, iters)
         self.vis.plot(WIN['loss'], [loss, self.ema], x, legend=['raw', 'smoothed'])
         self.vis.plot(WIN['lr'], lr, x, ytype='log')
@@ -133,28 +145,49 @@ class RunDashboard:
         now = time.time()
         self.epoch_times.append(now - self.last)
         self.last, self.epochs_left = now, self.epochs_left - 1
-        if not self.vis.active:
+        if not (self.vis.active or self.board):
             return
         e = row['epoch']
-        self.vis.plot(WIN['epoch_loss'], [row['train_loss'], row['val_loss']], e, legend=['train', 'validation'])
-        self.vis.plot(WIN['epoch_acc'], [row['train_acc'], row['val_acc']], e, legend=['train', 'validation'])
         probs, targets = val['probs'], val['targets']
         cm = confusion(targets, probs.argmax(1), len(self.classes))
         per_class = np.nan_to_num(per_class_accuracy(cm))
-        self.vis.call('bar', X=per_class, win=WIN['per_class'],
-                      opts=dict(title=f'{WIN["per_class"]} (epoch {e})', rownames=self.classes,
-                                xlabel='class', ylabel='accuracy', ytickmin=0, ytickmax=1, xtype='category'))
-        self.vis.call('heatmap', cm, win=WIN['confusion'],
-                      opts=dict(title=f'{WIN["confusion"]} (epoch {e})', columnnames=self.classes,
-                                rownames=self.classes, xlabel='predicted', ylabel='true', xtype='category',
-                                ytype='category'))
+        if self.board:
+            self.board.epoch(row, self.classes, per_class)
+            self.board.image('confusion matrix', confusion_image(cm, self.classes), e)
+        if self.vis.active:
+            self.vis.plot(WIN['epoch_loss'], [row['train_loss'], row['val_loss']], e, legend=['train', 'validation'])
+            self.vis.plot(WIN['epoch_acc'], [row['train_acc'], row['val_acc']], e, legend=['train', 'validation'])
+            self.vis.call('bar', X=per_class, win=WIN['per_class'],
+                          opts=dict(title=f'{WIN["per_class"]} (epoch {e})', rownames=self.classes,
+                                    xlabel='class', ylabel='accuracy', ytickmin=0, ytickmax=1, xtype='category'))
+            self.vis.call('heatmap', cm, win=WIN['confusion'],
+                          opts=dict(title=f'{WIN["confusion"]} (epoch {e})', columnnames=self.classes,
+                                    rownames=self.classes, xlabel='predicted', ylabel='true', xtype='category',
+                                    ytype='category'))
         self.show_worst(probs, targets, val_set, bad_paths, e)
+        if self.board:
+            self.board.flush()
+        if not self.vis.active:
+            return
         left = self.epochs_left * float(np.mean(self.epoch_times))
         self.lines.append(f'epoch {e}/{self.cfg.max_epoch}: {self.epoch_times[-1]:.1f} s, '
                           f'{row["images_per_s"]:.0f} img/s, train loss {row["train_loss"]:.4f}, '
                           f'val loss {row["val_loss"]:.4f}, val acc {row["val_acc"]:.4f}, '
                           f'lr {row["lr"]:.3g}, ETA {eta(left)}')
         self.show_log()
+
+    def stopped(self, epoch, reason):
+        """One line in the run log: the run stopped early after `epoch` (--patience), and why."""
+        self.lines.append(f'stopped early after epoch {epoch}/{self.cfg.max_epoch}: {html.escape(reason)}')
+        if self.board:
+            self.board.text('stopped early', f'after epoch {epoch}: {reason}', epoch)
+        if self.vis.active:
+            self.show_log()
+
+    def close(self):
+        """The TensorBoard events written to disk (visdom's calls are sent and logged as they happen)."""
+        if self.board:
+            self.board.close()
 
     def show_worst(self, probs, targets, val_set, bad_paths, epoch):
         """The misclassified validation images with the highest loss, captioned true / predicted."""
@@ -163,7 +196,7 @@ class RunDashboard:
         if len(readable) != len(targets):
             return
         worst = worst_misclassified(probs, targets)
-        if not len(worst):
+        if not len(worst) and self.vis.active:
             self.vis.call('text', f'epoch {epoch}: no misclassified validation image', win=WIN['worst'],
                           opts=dict(title=WIN['worst']))
             return
@@ -173,7 +206,12 @@ class RunDashboard:
             true, pred = self.classes[targets[row]], self.classes[probs[row].argmax()]
             tiles.append(labelled_tile(image, [f'true {true}', f'pred {pred} {probs[row].max():.2f}']))
             captions.append(f'{true}->{pred}')
+        if not tiles:
+            return
         tiles = np.stack(tiles)
+        if self.board:
+            from utils.dashboard.board import grid
+            self.board.image('worst misclassified', grid(tiles, 8), epoch)
         self.vis.call('images', tiles, nrow=8, win=WIN['worst'],
                       opts=dict(title=f'{WIN["worst"]} (epoch {epoch})',
                                 caption=f'true->predicted, worst first: {", ".join(captions)}', **pane_size(tiles, 8)))

@@ -140,7 +140,12 @@ def _shade(v):
 
 
 def confusion_png(cm, class_names, path):
-    """Draw the confusion matrix as a PNG heatmap (rows = true, columns = predicted).
+    """Write confusion_image(cm, class_names) to `path` as a PNG."""
+    confusion_image(cm, class_names).save(path)
+
+
+def confusion_image(cm, class_names):
+    """The confusion matrix as a PIL heatmap (rows = true, columns = predicted).
 
     Cells are shaded by the row-normalised value (recall per true class); counts are written in
     the cells when they are big enough; axis labels are class names (cut to 14 characters) up to
@@ -188,7 +193,7 @@ def confusion_png(cm, class_names, path):
         ImageDraw.Draw(strip).text((label_w - 4, line_h / 2), s, fill="black", font=font, anchor="rm")
         img.paste(strip.rotate(90, expand=True), (x0 + i * cell + cell // 2 - line_h // 2, y0 + grid + 4))
     draw.text((x0 + grid / 2, H - 12), "predicted", fill="black", font=font, anchor="mm")
-    img.save(path)
+    return img
 
 
 def confusion(targets, preds, num_classes):

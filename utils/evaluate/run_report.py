@@ -350,6 +350,8 @@ def headline(run_dir, cfg, ckpt, rows, out, evals, train_set):
                if cfg.flips else []),
              ('best epoch', f'{out["best_epoch"]} of {len(rows)} (validation accuracy '
                             f'{pct(max(r["val_acc"] for r in rows))})'),
+             *([('stopped early', f'after epoch {rows[-1]["epoch"]} of {cfg.max_epoch}: {rows[-1]["stopped"]}')]
+               if rows[-1].get('stopped') else []),
              *scores,
              ('wall time', f'{wall / 60:.1f} min from the start to the last epoch (training passes: '
                            f'{sum(r["seconds"] for r in rows) / 60:.1f} min)'),

@@ -57,6 +57,24 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch
     return {'loss': loss, 'acc': acc, 'images': running.seen, 'seconds': time.time() - start}
 
 
+def early_stop(plan, epoch, best_epoch, best_acc):
+    """Why the run stops after `epoch` (0-based) with --patience, its best `best_acc` at `best_epoch`; '' when it
+    goes on (patience 0, an improvement in the last `patience` epochs, or the last epoch anyway)."""
+    if not plan.patience or epoch - best_epoch < plan.patience or epoch + 1 >= plan.max_epoch:
+        return ''
+    return (f'no improvement of the validation accuracy for {plan.patience} epochs (--patience): best '
+            f'{best_acc:.4f} at epoch {best_epoch + 1}')
+
+
+def check_unfinished(resume, cfg):
+    """UserError when the checkpoint `resume` ended its run early and this resume (`cfg`) does not change --patience:
+    there is nothing left to train."""
+    stopped = (resume.get('metrics') or {}).get('stopped')
+    if stopped and 'patience' not in cfg.given:
+        raise config.UserError(f'{cfg.resume} is a finished run: it stopped early at epoch {resume["epoch"] + 1} '
+                               f'({stopped}); give another --patience (0 = off) to train it on')
+
+
 def make_run_dir(cfg, prefix=None):
     """A new run directory under cfg.checkpoint_dir that no other run uses: --run-name (refused when it holds files),
     else <prefix, default the model>-<date>-<time>, with -2, -3, ... when runs start in the same second. os.mkdir
@@ -170,6 +188,8 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
         raise config.UserError('lr_find runs in one process: run `python main.py lr_find` (or train --lr=auto) '
                                'without torchrun, then give torchrun the suggested --lr')
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None:
+        check_unfinished(resume, cfg)
     ddp = distributed.setup(cfg)
     plan, (train, val) = resolve(cfg, resume, ddp)
     # what the run was asked for: a resumed run's, with what its resume changes on top
@@ -196,6 +216,7 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
     val_loader = loaders.eval_loader(distributed.shard_dataset(val_set, ddp), plan)
     criterion = build_criterion(plan, train_set.targets, len(classes)).to(device)
     start_epoch, best_acc = (resume['epoch'] + 1, resume['best_metric']) if resume is not None else (0, -1.0)
+    best_epoch = resume.get('best_epoch', resume['epoch']) if resume is not None else -1
     vis = RunDashboard(plan, run_dir, classes, start_epoch, enabled=ddp.is_main)
     if plan.lr == 'auto' or find_lr_only:  # the range test on this very run; its weights come back unchanged
         from utils.train import lr_find
@@ -237,15 +258,22 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
         improved = val['acc'] > best_acc
         best_acc = max(best_acc, val['acc'])
         ema_improved = trainer.update_best_ema(ema_val)
+        best_epoch = epoch if improved or ema_improved else best_epoch
+        stop = early_stop(plan, epoch, best_epoch, best_acc)
         row = {'epoch': epoch + 1, 'train_loss': train['loss'], 'train_acc': train['acc'], 'val_loss': val['loss'],
                'val_acc': val['acc'], 'lr': optimizer.param_groups[0]['lr'], 'seconds': round(train['seconds'], 2),
                'images_per_s': round(train['images'] / max(train['seconds'], 1e-9), 1)}
         if ema_val is not None:
             row.update(val_loss_ema=ema_val['loss'], val_acc_ema=ema_val['acc'])
+        if stop:
+            row['stopped'] = stop
         if not ddp.is_main:
+            if stop:
+                break
             continue
         writer.wait()  # the previous epoch's files are on disk (a failed write stops the run here)
-        state = {'model': model.state_dict(), **record, 'epoch': epoch, 'best_metric': best_acc, 'metrics': row,
+        state = {'model': model.state_dict(), **record, 'epoch': epoch, 'best_metric': best_acc,
+                 'best_epoch': best_epoch, 'metrics': row,
                  'optimizer': optimizer.state_dict(), 'scheduler': schedule.state_dict(), **trainer.state_dict()}
         state = to_host(state)  # a copy: the next epoch changes the weights while it is written
         writer.submit(write_epoch, run_dir, state, improved, ema_improved)  # while the next epoch trains
@@ -260,7 +288,12 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
         except BaseException:
             writer.close()  # the epochs done reach the disk before the run stops
             raise
+        if stop:
+            print(f'stopped early after epoch {epoch + 1} of {plan.max_epoch}: {stop}')
+            vis.stopped(epoch + 1, stop)
+            break
     writer.close()
+    vis.close()
     if badlog.summary():
         print(badlog.summary())
     print(f'best validation accuracy {best_acc:.4f}; checkpoints in {run_dir}')
