@@ -8,6 +8,7 @@
 
 Every command reads the same settings (config.py); `help` lists them with their defaults.
 """
+import functools
 import os
 import sys
 import time
@@ -43,7 +44,15 @@ EXAMPLES = {
 def train(**kwargs):
     """Train a model; checkpoints, config and metrics go to checkpoints/<run>/."""
     from utils.train import engine
-    engine.fit(config.parse(**kwargs))
+    return engine.Run.of(engine.fit(config.parse(**kwargs)))
+
+
+def load(path, **kwargs):
+    """From Python: the model of a checkpoint or exported file `path` with its own preprocessing, as a predictor:
+    `.classes`, `.predict(images)`, `.predict_proba(images)` (utils/evaluate/predictor.py); `kwargs` are runtime
+    settings (batch_size, use_gpu, tta ...)."""
+    from utils.evaluate.predictor import Predictor
+    return Predictor(config.parse(load_path=os.fspath(path), **kwargs))
 
 
 def lr_find(**kwargs):
@@ -237,6 +246,14 @@ def quote_values(argv):
     return out
 
 
+def on_the_command_line(command):
+    """`command` as fire runs it: what it returns is for Python callers (train's Run), not printed."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        command(*args, **kwargs)
+    return run
+
+
 def main(argv=None):
     import fire
     argv = sys.argv[1:] if argv is None else argv
@@ -248,7 +265,8 @@ def main(argv=None):
     if '--help' in argv[1:]:
         argv = ['help']
     try:
-        fire.Fire(COMMANDS, command=quote_values(argv), name='main.py')
+        fire.Fire({name: on_the_command_line(f) for name, f in COMMANDS.items()}, command=quote_values(argv),
+                  name='main.py')
     except config.UserError as e:  # a mistake the user can fix: one line; anything else is a bug, with its traceback
         if os.environ.get('CLASSIFIER_DEBUG'):
             raise

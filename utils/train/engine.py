@@ -1,4 +1,5 @@
 """The training and evaluation pipeline behind `train`, `val` and `testforacc`."""
+import dataclasses
 import itertools
 import json
 import os
@@ -26,6 +27,26 @@ from utils.train.step import (Running, Trainer, best_ema_state, best_weights, bu
                               train_mode, train_step)
 
 LAST, BEST, BEST_EMA = 'last.pth', 'best_model.pth', 'best_model_ema.pth'
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A finished training run, as main.train returns it: its folder, best validation accuracy and checkpoints
+    ('' for one it does not have)."""
+    dir: str
+    best_val_acc: float
+    best_model: str
+    last: str
+    best_model_ema: str
+
+    @classmethod
+    def of(cls, run_dir):
+        rows = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl')) if line.strip()] \
+            if os.path.isfile(os.path.join(run_dir, 'metrics.jsonl')) else []
+        path = {name: os.path.join(run_dir, name) if os.path.isfile(os.path.join(run_dir, name)) else ''
+                for name in (BEST, LAST, BEST_EMA)}
+        return cls(run_dir, max((r['val_acc'] for r in rows), default=float('nan')), path[BEST], path[LAST],
+                   path[BEST_EMA])
 
 
 def set_seed(seed):
