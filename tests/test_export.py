@@ -119,7 +119,8 @@ def test_exported_files_and_settings_that_cannot_work_are_one_line(shipped, expo
     cases = [(['predict', f'--load-path={lone}', f'--data-root={tmp_path}'], 'lone.onnx.json is missing'),
              (['testforacc', f'--load-path={shipped["onnx"]}', '--head=svm'], '--head=svm and --tta=multiscale'),
              (['export', f'--load-path={shipped["ckpt"]}', '--format=tflite'], "unknown --format='tflite'"),
-             (['export', f'--load-path={shipped["onnx"]}'], 'give the checkpoint to export')]
+             (['export', f'--load-path={shipped["onnx"]}'], 'give the checkpoint to export'),
+             (['export', f'--load-path={shipped["ckpt"]}', '--format=torchscript', '--int8'], 'give --format=onnx')]
     shutil.copy(shipped['onnx'] + '.json', tmp_path / 'lone.onnx.json.bak')
     before = sorted(os.listdir(os.path.dirname(shipped['ckpt'])))
     for args, message in cases:
@@ -141,3 +142,45 @@ def test_hook_based_attention_exports_with_parity(tmp_path, capsys):
     written = export.export(config.parse(load_path=os.path.join(run, 'best_model.pth'), num_workers=0))
     assert [os.path.basename(p) for p in written] == ['best_model.onnx', 'best_model.torchscript']
     assert capsys.readouterr().out.count('top-1 different on 0') == 2
+
+
+@pytest.fixture(scope='module')
+def learnt(tmp_path_factory):
+    """A ResNet34 (CBAM, the defaults' architecture) that gets its validation split right (conftest.LEARNS)."""
+    from conftest import LEARNS
+    root = tmp_path_factory.mktemp('int8')
+    data = write_class_folders(root / 'learn', CLASSES, 20)
+    run = engine.fit(config.parse(train_data_root=str(data), checkpoint_dir=str(root / 'ck'), run_name='r',
+                                  html_report=False, **LEARNS))
+    return os.path.join(run, 'best_model.pth')
+
+
+def test_int8_onnx_is_a_quarter_of_the_size_within_a_point_of_float32_and_evaluates_as_an_export(learnt, capsys):
+    assert main.main(['export', f'--load-path={learnt}', '--format=onnx', '--int8', '--num-workers=0']) == 0
+    out = capsys.readouterr().out
+    int8, float32 = learnt.replace('.pth', '.int8.onnx'), learnt.replace('.pth', '.onnx')
+    meta = read_meta(int8)
+    q = meta['quantization']
+    assert q['calibration_images'] == 51 and q['val_images'] == 9  # every training image (under 256), 9 held out
+    assert q['val_top1'] >= q['val_top1_float32'] - 0.01 and f'top-1 {100 * q["val_top1"]:.2f}% on 9' in out
+    assert os.path.getsize(int8) < 0.35 * os.path.getsize(float32)
+    # the int8 graph is a different graph: its probabilities are close to float32's, not equal
+    _, cfg, _, _ = loop.load_for_eval(config.parse(load_path=learnt, num_workers=0))
+    images = pixels(export.parity_paths(cfg, CLASSES))  # the validation images
+    a, b = Exported(float32, read_meta(float32)).probabilities(images), Exported(int8, meta).probabilities(images)
+    assert 0 < (a - b).abs().max() < 0.2 and bool((a.argmax(1) == b.argmax(1)).all())
+    assert main.main(['val', f'--load-path={int8}', '--num-workers=0']) == 0
+    assert json.load(open(os.path.join(os.path.dirname(learnt), 'val_onnx-int8_metrics.json')))['top1'] == q['val_top1']
+
+
+def test_an_int8_file_below_the_limit_is_refused_and_nothing_is_written(learnt, monkeypatch, capsys):
+    monkeypatch.setattr(export, 'INT8_LOSS', -0.5)  # demand half a point *above* float32: no file can pass
+    folder = os.path.dirname(learnt)
+    for name in os.listdir(folder):
+        if '.int8.' in name:
+            os.remove(os.path.join(folder, name))
+    before = sorted(os.listdir(folder))
+    assert main.main(['export', f'--load-path={learnt}', '--format=onnx', '--int8', '--num-workers=0']) == 2
+    err = capsys.readouterr().err
+    assert 'int8 export refused, nothing written' in err and len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(folder)) == before

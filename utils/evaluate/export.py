@@ -18,6 +18,8 @@ from utils.evaluate.loop import load_for_eval
 from utils.io import sha256, write_json
 
 TOLERANCE = 1e-4  # largest probability difference to PyTorch an export may have
+INT8_LOSS = 0.01  # largest drop of validation top-1 an int8 file may have against its float32 source
+CALIBRATION = 256  # training images the int8 quantizer calibrates its activation ranges on
 
 
 class Deployable(nn.Module):
@@ -53,6 +55,82 @@ def to_torchscript(deployable, example, path):
 
 
 EXPORTERS = {'onnx': to_onnx, 'torchscript': to_torchscript}
+
+
+def to_int8(onnx_path, out, batches):
+    """Quantize the float32 ONNX file `onnx_path` into `out` with onnxruntime's static quantizer: weights int8 per
+    channel, activations uint8 with ranges calibrated (min / max) on `batches` of 0..1 images (numpy), QDQ format."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.left = iter(batches)
+
+        def get_next(self):
+            batch = next(self.left, None)
+            return None if batch is None else {'images': batch}
+
+    prepared = out + '.pre'
+    try:
+        # constant folding and ONNX shape inference (torch.export's graphs have no symbolic shapes to infer)
+        quant_pre_process(onnx_path, prepared, skip_symbolic_shape=True)
+        quantize_static(prepared, out, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
+
+
+def pixel_batches(samples, cfg):
+    """(0..1 image batches, labels) of `samples` [(path, label)] through the checkpoint's evaluation preprocessing."""
+    from data import loaders, transforms
+    from data.dataset import ImageFolderDataset
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in transforms.norm_stats(cfg))
+    dataset = ImageFolderDataset(samples, ['?'], transforms.eval_transform(cfg, cfg.image_size))
+    return [(images * std + mean, labels) for images, labels, _ in loaders.eval_loader(dataset, cfg)
+            if images is not None]
+
+
+def top1(exported, batches):
+    right = sum(int((exported.probabilities(images).argmax(1) == labels).sum()) for images, labels in batches)
+    return right / max(1, sum(len(labels) for _, labels in batches))
+
+
+def export_int8(onnx_path, cfg, classes, meta):
+    """<checkpoint>.int8.onnx and its sidecar from the float32 `onnx_path` (to_int8, calibrated on CALIBRATION
+    training images); UserError, nothing written, when its validation top-1 is more than INT8_LOSS below the
+    float32 file's. Returns its path."""
+    import numpy as np
+    from data import loaders
+    out = os.path.splitext(onnx_path)[0] + '.int8.onnx'
+    _, train, val = loaders.train_val_samples(loaders.resolve_roots(cfg), classes)
+    if not val:
+        raise config.UserError('--int8 checks the quantized file on the validation split, and it is empty')
+    pick = np.random.default_rng(cfg.seed).permutation(len(train))[:CALIBRATION]
+    calibration = [images.numpy() for images, _ in pixel_batches([train[i] for i in sorted(pick)], cfg)]
+    tmp = out + '.tmp'
+    try:
+        to_int8(onnx_path, tmp, calibration)
+        batches = pixel_batches(val, cfg)
+        file_meta = {**meta, 'file': os.path.basename(out), 'sha256': sha256(tmp),
+                     'quantization': {'kind': 'int8 static (onnxruntime, QDQ)', 'calibration_images': len(pick),
+                                      'source': os.path.basename(onnx_path)}}
+        before, after = top1(Exported(onnx_path, meta), batches), top1(Exported(tmp, file_meta), batches)
+        seen = sum(len(labels) for _, labels in batches)
+        verdict = (f'onnx int8: top-1 {100 * after:.2f}% on {seen} validation images against {100 * before:.2f}% '
+                   f'for float32 (limit {100 * INT8_LOSS:.0f} point below)')
+        if after < before - INT8_LOSS:
+            raise config.UserError(f'{verdict}: int8 export refused, nothing written')
+        file_meta['quantization'].update(val_top1=after, val_top1_float32=before, val_images=seen)
+        write_json(file_meta, out + '.json')
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f'{verdict}\nexported {out} (+ {os.path.basename(out)}.json): {os.path.getsize(out) / 2**20:.1f} MiB '
+          f'against {os.path.getsize(onnx_path) / 2**20:.1f} MiB')
+    return out
 
 
 def parity_paths(cfg, classes):
@@ -110,6 +188,8 @@ def export(cfg):
         raise config.UserError(f'unknown --format={cfg.format!r}; choose one of: {", ".join(FORMATS)}, all')
     if not cfg.load_path or is_exported(cfg.load_path):
         raise config.UserError('give the checkpoint to export with --load-path=checkpoints/<run>/best_model.pth')
+    if cfg.int8 and fmt == 'torchscript':
+        raise config.UserError('--int8 quantizes the ONNX file: give --format=onnx (or all)')
     model, ecfg, ckpt, _ = load_for_eval(cfg)
     paths = [] if cfg.no_verify else parity_paths(ecfg, ckpt['classes'])
     mean, std = transforms.norm_stats(ecfg)
@@ -143,4 +223,6 @@ def export(cfg):
         written.append(out)
         print(f'exported {out} (+ {os.path.basename(out)}.json): RGB 0..1 images of {size} px in, '
               f'{ckpt["num_classes"]} probabilities out')
+        if name == 'onnx' and cfg.int8:
+            written.append(export_int8(out, ecfg, ckpt['classes'], file_meta))
     return written

@@ -86,8 +86,8 @@ def load_exported(cfg):
     its checkpoint was trained with, the image size and statistics its sidecar names."""
     meta = read_meta(cfg.load_path)
     plan = config.for_evaluation(config.stored_plan(meta), cfg, cfg.load_path)
-    plan = dataclasses.replace(plan, exported=meta['format'], image_size=meta['image_size'], mean=tuple(meta['mean']),
-                               std=tuple(meta['std']))
+    plan = dataclasses.replace(plan, exported=meta['format'] + ('-int8' if meta.get('quantization') else ''),
+                               image_size=meta['image_size'], mean=tuple(meta['mean']), std=tuple(meta['std']))
     if plan.head != 'softmax' or plan.tta == 'multiscale':
         raise config.UserError(f'an exported file gives probabilities at {meta["image_size"]} px only: --head=svm '
                                f'and --tta=multiscale need the .pth checkpoint')
