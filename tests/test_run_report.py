@@ -22,8 +22,8 @@ from utils.dashboard.windows import WIN
 from utils.dashboard.replay import read_log
 
 CLASSES = ['00000', '00001', '00002']
-SECTIONS = ['headline', 'curves', 'training-images', 'val', 'val-confusion', 'val-per-class', 'val-images',
-            'val-gradcam', 'distribution', 'bad-files']
+SECTIONS = ['headline', 'curves', 'training-images', 'val', 'val-calibration', 'val-confusion', 'val-per-class',
+            'val-images', 'val-gradcam', 'distribution', 'bad-files']
 REPORT_FILES = ('report.html', 'report.json', 'curves.png')
 
 
@@ -87,6 +87,8 @@ def test_report_figures_are_those_of_best_model_pth(run):
     best = max(rows, key=lambda r: r['val_acc'])
     assert out['best_epoch'] == best['epoch'] and out['epochs'] == 2
     assert out['val']['top1'] == pytest.approx(best['val_acc'])  # the report evaluates best_model.pth anew
+    assert out['val']['nll'] == pytest.approx(best['val_nll'], abs=1e-5)  # and its calibration, as training did
+    assert out['val']['ece'] == pytest.approx(best['val_ece'], abs=1e-5)
     assert out['test'] is None
     assert out['gradcam_layer'] == 'features.12'  # SqueezeNet's small form (auto at 32 px): the deepest block at
     # least 4 cells wide (32 -> 16 -> 8 -> 4 through its three poolings)

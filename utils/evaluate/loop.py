@@ -17,7 +17,8 @@ from data.cache import finish_batch
 from data.dataset import BadFileLog, ImageFolderDataset, require_folder
 from utils.evaluate.exported import is_exported, load_exported
 from utils.io import atomic, check_compatible, load_checkpoint, progress, walk_files, write_json
-from utils.evaluate.metrics import classification_summary, format_summary, write_summary
+from utils.evaluate.metrics import (calibration, classification_summary, format_calibration, format_summary,
+                                    write_summary)
 from utils.evaluate.svm_head import fit_svm_head, load_svm_head, save_svm_head
 from utils.evaluate.tta import TTAModel, build_tta
 from utils.dashboard.client import Visualizer, server_up
@@ -109,8 +110,11 @@ def report(result, classes, cfg, split, badlog):
         raise UserError(f'no readable image to evaluate ({badlog.summary() or "the folder is empty"})')
     summary = classification_summary(targets, probs.argmax(1), probs, classes)
     loss = None if cfg.head == 'svm' else result['loss']  # the log-loss of uncalibrated SVM scores means nothing
-    summary.update(images=int(len(targets)), loss=loss, tta=cfg.tta, tta_merge=cfg.tta_merge, head=cfg.head)
+    summary.update(images=int(len(targets)), loss=loss, tta=cfg.tta, tta_merge=cfg.tta_merge, head=cfg.head,
+                   calibration=None if cfg.head == 'svm' else calibration(probs, targets))
     print(format_summary(summary))
+    if summary['calibration']:
+        print(format_calibration(summary['calibration']))
     print(f'{split}: {summary["images"]} images' + (f', loss {loss:.4f}' if loss is not None else '')
           + f', top-1 {100 * summary["top1"]:.2f}%'
           + (f', top-5 {100 * summary["top5"]:.2f}%' if summary['top5'] is not None else '')

@@ -73,6 +73,65 @@ def classification_summary(y_true, y_pred, probs=None, class_names=None, n_confu
                 confusion=cm.tolist(), most_confused=_most_confused(cm, names, n_confused))
 
 
+CALIBRATION_BINS = 15  # confidence bins of the expected calibration error and the reliability diagram
+
+
+def calibration(probs, targets, bins=CALIBRATION_BINS):
+    """How well the confidence of the predicted class matches how often it is right, as a JSON-ready dict: `ece`,
+    the expected calibration error over `bins` equal-width confidence bins (sum over the bins of |accuracy -
+    mean confidence| weighted by their share of the images); `ece_adaptive`, the same over bins of equal counts;
+    `nll` (negative log-likelihood of the true class) and `brier` (squared error of the probability vector, summed
+    over classes) from scikit-learn; `reliability`: per non-empty equal-width bin its mean confidence, accuracy and
+    image count (the reliability diagram)."""
+    from sklearn.metrics import brier_score_loss, log_loss
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
+    probs = probs / probs.sum(1, keepdims=True)  # float32 softmax rows sum to 1 within 1e-7 only
+    confidence, correct = probs.max(1), (probs.argmax(1) == targets).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.searchsorted(edges[1:-1], confidence, side='left')  # bin k holds (k/bins, (k+1)/bins]
+    equal_width = [np.flatnonzero(which == k) for k in range(bins)]
+    equal_count = np.array_split(np.argsort(confidence, kind='stable'), bins)
+
+    def ece(groups):
+        return float(sum(abs(correct[g].mean() - confidence[g].mean()) * len(g) for g in groups if len(g))
+                     / len(targets))
+
+    labels = list(range(probs.shape[1]))
+    return dict(bins=bins, ece=ece(equal_width), ece_adaptive=ece(equal_count),
+                nll=float(log_loss(targets, probs, labels=labels)),
+                brier=float(brier_score_loss(targets, probs, labels=labels)),
+                reliability=[dict(confidence=float(confidence[g].mean()), accuracy=float(correct[g].mean()),
+                                  images=int(len(g))) for g in equal_width if len(g)])
+
+
+def format_calibration(cal):
+    return (f"calibration: ECE {100 * cal['ece']:.2f}% ({cal['bins']} bins; adaptive {100 * cal['ece_adaptive']:.2f}%)"
+            f", NLL {cal['nll']:.4f}, Brier {cal['brier']:.4f}")
+
+
+def reliability_png(cal, path, title='reliability'):
+    """PNG into `path` (a file name or a binary file) of the reliability diagram of calibration(): accuracy against mean confidence per bin (bar width = bin),
+    the diagonal of perfect calibration, and the share of images per bin beneath."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4.5, 5.4))
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    width = 1 / cal['bins']
+    centers = [min(int(r['confidence'] / width - 1e-9), cal['bins'] - 1) * width + width / 2
+               for r in cal['reliability']]
+    top.bar(centers, [r['accuracy'] for r in cal['reliability']], width=width * 0.95, color='#3b75af',
+            label='accuracy')
+    top.plot([0, 1], [0, 1], '--', color='gray', label='perfect calibration')
+    top.plot([r['confidence'] for r in cal['reliability']], [r['accuracy'] for r in cal['reliability']], 'o',
+             color='#e06c2c', markersize=3, label='bin: mean confidence, accuracy')
+    top.set(ylim=(0, 1), ylabel='accuracy', title=f"{title}: ECE {100 * cal['ece']:.2f}%")
+    top.legend(loc='upper left', fontsize=8)
+    total = sum(r['images'] for r in cal['reliability'])
+    bottom.bar(centers, [r['images'] / total for r in cal['reliability']], width=width * 0.95, color='#999999')
+    bottom.set(xlim=(0, 1), xlabel='confidence of the predicted class', ylabel='share')
+    fig.tight_layout()
+    fig.savefig(path, format='png', dpi=100)
+
+
 def _cut(name, width):
     return name if len(name) <= width else name[: width - 2] + ".."
 
@@ -105,7 +164,8 @@ def format_summary(summary):
 
 
 def write_summary(summary, out_dir, prefix):
-    """Write {prefix}_metrics.json, _per_class.csv, _confusion.csv and _confusion.png; return their paths."""
+    """Write {prefix}_metrics.json, _per_class.csv, _confusion.csv, _confusion.png and, when the summary has its
+    calibration, _reliability.png; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"{prefix}_{k}") for k in
              ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png")}
@@ -123,6 +183,9 @@ def write_summary(summary, out_dir, prefix):
         for name, counts in zip(names, summary["confusion"]):
             writer.writerow([name] + counts)
     confusion_png(summary["confusion"], names, paths["confusion.png"])
+    if summary.get("calibration"):
+        paths["reliability.png"] = os.path.join(out_dir, f"{prefix}_reliability.png")
+        reliability_png(summary["calibration"], paths["reliability.png"], prefix)
     return paths
 
 

@@ -27,7 +27,7 @@ from data.flips import describe as describe_flips
 from data.mix import MixBatch
 from utils.dashboard.windows import labelled_tile, unnormalize, worst_misclassified
 from utils.evaluate import gradcam, loop
-from utils.evaluate.metrics import classification_summary
+from utils.evaluate.metrics import calibration, classification_summary, format_calibration, reliability_png
 from utils.io import png_bytes, write_bytes, write_json
 
 WORST = 8  # mistakes shown with their Grad-CAM maps, in the page and in the dashboard's Grad-CAM pane
@@ -116,6 +116,13 @@ def curves(rows, lr_rows):
     return figure_png(fig)
 
 
+def reliability(cal, name):
+    """PNG of the reliability diagram (metrics.reliability_png)."""
+    out = io.BytesIO()
+    reliability_png(cal, out, name)
+    return out.getvalue()
+
+
 def confusion(summary):
     """PNG of the confusion matrix: counts, and row-normalised (the recall of each true class)."""
     from matplotlib.figure import Figure
@@ -165,6 +172,8 @@ class Evaluation:
         self.readable = [k for k, (path, _) in enumerate(dataset.samples) if path not in self.bad]
         self.summary = classification_summary(self.targets, self.probs.argmax(1), self.probs,
                                               dataset.classes) if len(self.targets) else None
+        if self.summary:
+            self.summary['calibration'] = calibration(self.probs, self.targets)
 
     def images(self, rows):
         """Normalised tensors of result rows `rows`, as the model saw them."""
@@ -309,7 +318,8 @@ def write(run_dir, cli=None, vis=None, device=None, bad=None, test=None):
         if ev.summary:
             key = 'val' if ev.name == 'validation' else 'test'
             out[key] = dict(top1=ev.summary['top1'], macro_f1=ev.summary['macro']['f1'], images=len(ev.targets),
-                            root=os.path.abspath(ev.root) if ev.root else '')
+                            root=os.path.abspath(ev.root) if ev.root else '',
+                            **{k: ev.summary['calibration'][k] for k in ('ece', 'ece_adaptive', 'nll', 'brier')})
     bad_all = {**training['bad_files'], **{p: r for ev in evals for p, r in ev.bad.items()}}
     body = (headline(run_dir, cfg, ckpt, rows, out, evals, train_set)
             + f'<h2 id="curves">Curves</h2>{img(curves_png, "curves")}'
@@ -391,6 +401,9 @@ def split_section(ev, model, layer, cfg, classes, cam_note):
     return (head + f'<p>top-1 {pct(s["top1"])}'
             + (f', top-5 {pct(s["top5"])}' if s['top5'] is not None else '')
             + f', macro-F1 {pct(s["macro"]["f1"])} on {len(ev.targets)} images</p>'
+            + f'<h3 id="{key}-calibration">Calibration</h3><p>{html.escape(format_calibration(s["calibration"]))}: how '
+              f'far the confidence of the predicted class is from how often it is right</p>'
+            + img(reliability(s['calibration'], ev.name), 'reliability diagram')
             + f'<h3 id="{key}-confusion">Confusion matrix</h3>{img(confusion(s), "confusion matrix")}'
             + '<h4>Most confused (true -> predicted)</h4>'
             + (table(('true', 'predicted', 'images'), confused) if confused else '<p>none</p>')

@@ -16,6 +16,7 @@ from data.dataset import BadFileLog
 from data.samplers import build_sampler
 from utils.dashboard.windows import RunDashboard
 from utils.evaluate.loop import evaluate
+from utils.evaluate.metrics import calibration
 from utils.io import (TMP_PREFIX, VERSION, append_line, load_checkpoint, progress, save_checkpoint, write_json,
                       write_text)
 from utils.train import distributed
@@ -284,6 +285,9 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
         row = {'epoch': epoch + 1, 'train_loss': train['loss'], 'train_acc': train['acc'], 'val_loss': val['loss'],
                'val_acc': val['acc'], 'lr': optimizer.param_groups[0]['lr'], 'seconds': round(train['seconds'], 2),
                'images_per_s': round(train['images'] / max(train['seconds'], 1e-9), 1)}
+        if len(val['targets']):
+            cal = calibration(val['probs'], val['targets'])
+            row.update(val_nll=round(cal['nll'], 6), val_ece=round(cal['ece'], 6))
         if ema_val is not None:
             row.update(val_loss_ema=ema_val['loss'], val_acc_ema=ema_val['acc'])
         if stop:

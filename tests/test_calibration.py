@@ -1,0 +1,70 @@
+"""Calibration of the probabilities: ECE (equal-width and adaptive bins), NLL, Brier and the reliability diagram,
+in val / testforacc and in training's per-epoch validation."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import config
+import main
+from conftest import LEARNS, write_class_folders
+from utils.evaluate.metrics import calibration
+from utils.train import engine
+
+
+def top_label(confidence, correct, classes=3):
+    """Probability rows whose predicted class is 0 at `confidence`, and targets right where `correct`."""
+    n = len(confidence)
+    probs = np.tile((1 - confidence)[:, None] / (classes - 1), (1, classes))
+    probs[:, 0] = confidence
+    targets = np.where(correct, 0, 1 + np.arange(n) % (classes - 1))
+    return probs, targets
+
+
+def test_ece_nll_and_brier_of_a_small_case_by_hand():
+    # two images at 0.9 (one right), two at 0.6 (both right): each bin is off by 0.4 -> ECE 0.4
+    probs, targets = top_label(np.array([0.9, 0.9, 0.6, 0.6]), np.array([True, False, True, True]))
+    cal = calibration(probs, targets)
+    assert cal['ece'] == pytest.approx(0.4)
+    # adaptive bins hold equal counts: 15 bins of 4 images are 4 bins of one, off by 0.1, 0.9, 0.4, 0.4
+    assert cal['ece_adaptive'] == pytest.approx(0.45) and calibration(probs, targets, bins=2)['ece_adaptive'] == \
+        pytest.approx(0.4)
+    assert cal['nll'] == pytest.approx(-np.mean(np.log([0.9, 0.05, 0.6, 0.6])))
+    assert cal['brier'] == pytest.approx(np.mean([((probs[i] - np.eye(3)[targets[i]]) ** 2).sum() for i in range(4)]))
+    assert cal['reliability'] == [dict(confidence=pytest.approx(0.6), accuracy=1.0, images=2),
+                                  dict(confidence=pytest.approx(0.9), accuracy=0.5, images=2)]
+
+
+def test_a_calibrated_model_has_ece_near_zero_and_an_overconfident_one_its_gap():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.4, 1.0, 20000)
+    calibrated = calibration(*top_label(confidence, rng.random(20000) < confidence))
+    overconfident = calibration(*top_label(confidence, rng.random(20000) < confidence - 0.2))
+    assert calibrated['ece'] < 0.015 and calibrated['ece_adaptive'] < 0.015
+    assert overconfident['ece'] == pytest.approx(0.2, abs=0.015) and overconfident['nll'] > calibrated['nll']
+
+
+def test_a_confidence_of_exactly_one_falls_in_the_last_bin_and_counts_every_image():
+    probs, targets = top_label(np.array([1.0, 1.0, 0.5, 1 / 15]), np.array([True, True, False, False]))
+    cal = calibration(probs, targets)
+    assert sum(r['images'] for r in cal['reliability']) == 4
+    assert cal['reliability'][-1] == dict(confidence=1.0, accuracy=1.0, images=2)
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp('cal')
+    data = write_class_folders(root / 'learn', ['00000', '00001', '00002'], 20)
+    return engine.fit(config.parse(train_data_root=str(data), checkpoint_dir=str(root / 'ck'), run_name='r',
+                                   html_report=False, **LEARNS))
+
+
+def test_training_rows_carry_the_validation_calibration_that_val_reports_for_the_same_weights(run, capsys):
+    row = json.loads(open(os.path.join(run, 'metrics.jsonl')).readline())
+    assert main.main(['val', f'--load-path={os.path.join(run, "best_model.pth")}', '--num-workers=0']) == 0
+    out = capsys.readouterr().out
+    cal = json.load(open(os.path.join(run, 'val_metrics.json')))['calibration']
+    assert row['val_nll'] == pytest.approx(cal['nll'], abs=1e-5) and row['val_ece'] == pytest.approx(cal['ece'], abs=1e-5)
+    assert f'calibration: ECE {100 * cal["ece"]:.2f}% (15 bins' in out
+    assert open(os.path.join(run, 'val_reliability.png'), 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
