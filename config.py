@@ -96,7 +96,10 @@ class DefaultConfig:
     load_path: str = opt('', 'the model that val, testforacc, predict, svm, export, pseudo, hard and explain read: '
                          'a checkpoint (.pth) written by train, or for val / testforacc / predict a file written by '
                          'export (.onnx, .torchscript)', 'run')
-    resume: str = opt('', 'last.pth of an interrupted run: continue it (epoch, optimizer, scheduler, best metric)',
+    resume: str = opt('', 'last.pth of an interrupted run: continue it (epoch, optimizer, scheduler, best metric); '
+                      'auto (with --run-name): continue checkpoint_dir/<run-name>/last.pth when there is one, else '
+                      'start that run -- one command line for the first start and every restart (a scheduler\'s '
+                      'requeue, torchrun --max-restarts)',
                       'run')
     use_gpu: bool = opt(False, 'train on CUDA when available (otherwise one warning and the CPU)', 'run')
     print_freq: int = opt(20, 'log the training loss every N iterations', 'run')
@@ -501,6 +504,8 @@ def check(cfg):
     if cfg.lr_find_end <= cfg.lr_find_start or cfg.lr_find_steps < 10:
         raise ConfigError(f'lr_find sweeps from --lr-find-start up to a larger --lr-find-end over at least 10 '
                           f'--lr-find-steps; got {cfg.lr_find_start} to {cfg.lr_find_end} over {cfg.lr_find_steps}')
+    if cfg.resume == 'auto' and not cfg.run_name:
+        raise ConfigError('--resume=auto finds the run by its name: give --run-name=NAME too')
     if cfg.lr == 'auto' and cfg.resume:
         raise ConfigError('--lr=auto finds the learning rate before a run starts; a resumed run keeps its own '
                           '(drop --lr, or give a number)')

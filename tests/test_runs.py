@@ -133,3 +133,27 @@ def test_a_save_that_fills_the_disk_names_the_folder_and_keeps_the_previous_file
         checkpoint.save_checkpoint({'model': torch.ones(2 ** 19)}, path)  # 2 MiB
     assert torch.equal(torch.load(path, weights_only=True)['model'], torch.ones(1000))
     assert os.listdir(folder) == ['last.pth']
+
+
+def test_resume_auto_starts_the_named_run_then_continues_it_after_an_interruption(tiny_data, tmp_path, capsys):
+    settings = dict(FAST, train_data_root=str(tiny_data / 'train'), checkpoint_dir=str(tmp_path / 'ck'),
+                    run_name='job', resume='auto', max_epoch=2, html_report=False)
+
+    def preempted(epoch, row, plan):  # the scheduler's signal after the first epoch
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit(config.parse(**settings), on_epoch=preempted)
+    assert 'no ' in capsys.readouterr().out.split('resume auto: ')[1].split('\n')[0]
+    run_dir = tmp_path / 'ck' / 'job'
+    assert len((run_dir / 'metrics.jsonl').read_text().splitlines()) == 1
+    assert engine.fit(config.parse(**settings)) == str(run_dir)  # the same command line, restarted
+    assert f'resume auto: continuing {run_dir / "last.pth"}' in capsys.readouterr().out
+    rows = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in rows] == [1, 2] and os.listdir(tmp_path / 'ck') == ['job']
+
+
+def test_resume_auto_without_a_run_name_is_one_line(tmp_path):
+    out = run_cli('train', '--resume=auto', f'--checkpoint-dir={tmp_path}')
+    assert out.returncode == 2 and '--resume=auto finds the run by its name: give --run-name' in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not os.listdir(tmp_path)

@@ -88,6 +88,13 @@ def early_stop(plan, epoch, best_epoch, best_acc):
             f'{best_acc:.4f} at epoch {best_epoch + 1}')
 
 
+def auto_resume(cfg):
+    """--resume=auto: the last.pth of the run --run-name when it has one ('' when not: the run starts)."""
+    last = os.path.join(cfg.checkpoint_dir, cfg.run_name, LAST)
+    print('resume auto: ' + (f'continuing {last}' if os.path.isfile(last) else f'no {last} yet: starting the run'))
+    return last if os.path.isfile(last) else ''
+
+
 def check_unfinished(resume, cfg):
     """UserError when the checkpoint `resume` ended its run early and this resume (`cfg`) does not change --patience:
     there is nothing left to train."""
@@ -209,6 +216,8 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
     if (cfg.lr == 'auto' or find_lr_only) and distributed.launched():  # its stop on divergence is per process
         raise config.UserError('lr_find runs in one process: run `python main.py lr_find` (or train --lr=auto) '
                                'without torchrun, then give torchrun the suggested --lr')
+    if cfg.resume == 'auto':
+        cfg = dataclasses.replace(cfg, resume=auto_resume(cfg))
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:
         check_unfinished(resume, cfg)
