@@ -103,6 +103,11 @@ class DefaultConfig:
                       'run')
     use_gpu: bool = opt(False, 'train on CUDA when available (otherwise one warning and the CPU)', 'run')
     print_freq: int = opt(20, 'log the training loss every N iterations', 'run')
+    calibrate: str = opt('none', 'after training: temperature (fit one temperature dividing the logits of '
+                         'best_model.pth -- and best_model_ema.pth -- on the validation split; stored in the '
+                         'checkpoint, applied by every evaluation and inside exported files) | none. Off by '
+                         'default: it calibrates test data like the validation split, and miscalibrates shifted '
+                         'test data (docs/evaluation.md#calibration)', 'run', choices=('none', 'temperature'))
     html_report: bool = opt(True, 'at the end of train, write checkpoints/<run>/report.html (curves, confusion, '
                             'per-class table, image mosaics, worst mistakes with Grad-CAM), and testforacc adds its '
                             'test section to it; False: neither', 'run')

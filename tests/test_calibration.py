@@ -68,3 +68,45 @@ def test_training_rows_carry_the_validation_calibration_that_val_reports_for_the
     assert row['val_nll'] == pytest.approx(cal['nll'], abs=1e-5) and row['val_ece'] == pytest.approx(cal['ece'], abs=1e-5)
     assert f'calibration: ECE {100 * cal["ece"]:.2f}% (15 bins' in out
     assert open(os.path.join(run, 'val_reliability.png'), 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_temperature_recovers_the_factor_that_made_a_model_overconfident():
+    from utils.evaluate.calibrate import fit
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 5)) * 3
+    targets = np.array([rng.choice(5, p=np.exp(z) / np.exp(z).sum()) for z in logits])  # calibrated at T = 1
+    sharp = np.exp(2.5 * logits)
+    t, record = fit(sharp / sharp.sum(1, keepdims=True), targets)
+    assert t == pytest.approx(2.5, rel=0.05)
+    assert record['ece_after'] < 0.03 < 0.1 < record['ece_before'] and record['nll_after'] < record['nll_before']
+
+
+@pytest.fixture(scope='module')
+def calibrated(tmp_path_factory):
+    root = tmp_path_factory.mktemp('temp')
+    data = write_class_folders(root / 'learn', ['00000', '00001', '00002'], 20)
+    return engine.fit(config.parse(train_data_root=str(data), checkpoint_dir=str(root / 'ck'), run_name='r',
+                                   html_report=False, calibrate='temperature', **LEARNS))
+
+
+def test_calibrate_temperature_stores_the_fit_and_every_evaluation_applies_it(calibrated, capsys):
+    import torch
+    best = os.path.join(calibrated, 'best_model.pth')
+    ckpt = torch.load(best, weights_only=True)
+    record = ckpt['calibration']
+    assert ckpt['temperature'] == record['temperature'] != 1.0 and record['images'] == 9
+    assert record['nll_after'] <= record['nll_before']  # the fit minimises the validation NLL
+    row = json.loads(open(os.path.join(calibrated, 'metrics.jsonl')).readline())
+    assert record['nll_before'] == pytest.approx(row['val_nll'], abs=1e-5)  # fitted on those very predictions
+    assert main.main(['val', f'--load-path={best}', '--num-workers=0']) == 0
+    capsys.readouterr()
+    metrics = json.load(open(os.path.join(calibrated, 'val_metrics.json')))
+    assert metrics['calibration']['nll'] == pytest.approx(record['nll_after'], abs=1e-5)
+    assert metrics['top1'] == row['val_acc']  # a temperature never changes the predicted class
+    # the exported graph divides by it too: the same probabilities as the checkpoint, and the sidecar says so
+    assert main.main(['export', f'--load-path={best}', '--format=onnx', '--num-workers=0']) == 0
+    onnx = os.path.join(calibrated, 'best_model.onnx')
+    assert json.load(open(onnx + '.json'))['temperature'] == ckpt['temperature']
+    folder = os.path.join(os.path.dirname(os.path.dirname(calibrated)), 'learn')
+    a, b = main.load(best, num_workers=0).predict_proba(folder), main.load(onnx).predict_proba(folder)
+    assert np.abs(a - b).max() < 1e-4

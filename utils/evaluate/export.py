@@ -201,7 +201,7 @@ def export(cfg):
             'image_size': size, 'mean': list(mean), 'std': list(std), 'classes': list(ckpt['classes']),
             'model_name': ckpt['model_name'], 'num_classes': ckpt['num_classes'],
             'source': {'checkpoint': os.path.abspath(cfg.load_path), 'sha256': sha256(cfg.load_path)},
-            'plan': config.stored_plan(ckpt).to_dict()}
+            'plan': config.stored_plan(ckpt).to_dict(), 'temperature': ckpt.get('temperature')}
     written = []
     for name in (FORMATS if fmt == 'all' else [fmt]):
         out = os.path.splitext(cfg.load_path)[0] + FORMATS[name]

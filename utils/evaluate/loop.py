@@ -15,6 +15,7 @@ from config import UserError, for_evaluation, stored_plan
 from data import loaders, transforms
 from data.cache import finish_batch
 from data.dataset import BadFileLog, ImageFolderDataset, require_folder
+from utils.evaluate import calibrate
 from utils.evaluate.exported import is_exported, load_exported
 from utils.io import atomic, check_compatible, load_checkpoint, progress, walk_files, write_json
 from utils.evaluate.metrics import (calibration, classification_summary, format_calibration, format_summary,
@@ -294,6 +295,7 @@ def load_for_eval(cfg):
     plan = for_evaluation(stored_plan(ckpt), cfg, cfg.load_path)
     model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=plan.attention, stem=plan.stem)
     model.load_state_dict(ckpt['model'])
+    calibrate.apply(model, ckpt.get('temperature'))  # --calibrate=temperature: the logits divided by it
     device = torch.device(plan.device)
     return model.to(device), plan, ckpt, device
 

@@ -15,6 +15,7 @@ from data import loaders
 from data.dataset import BadFileLog
 from data.samplers import build_sampler
 from utils.dashboard.windows import RunDashboard
+from utils.evaluate import calibrate
 from utils.evaluate.loop import evaluate
 from utils.evaluate.metrics import calibration
 from utils.io import (TMP_PREFIX, VERSION, append_line, load_checkpoint, progress, save_checkpoint, write_json,
@@ -86,6 +87,25 @@ def early_stop(plan, epoch, best_epoch, best_acc):
         return ''
     return (f'no improvement of the validation accuracy for {plan.patience} epochs (--patience): best '
             f'{best_acc:.4f} at epoch {best_epoch + 1}')
+
+
+def calibrate_best(run_dir, val_set, device, plan):
+    """--calibrate=temperature: fit the temperature of best_model.pth (and best_model_ema.pth) on the validation split
+    and store it in the checkpoint with what it changed (utils/evaluate/calibrate.py)."""
+    for name in (BEST, BEST_EMA):
+        path = os.path.join(run_dir, name)
+        if not os.path.isfile(path):
+            continue
+        ckpt = load_checkpoint(path)
+        model = models.build(ckpt['model_name'], ckpt['num_classes'], attention=plan.attention, stem=plan.stem)
+        model.load_state_dict(ckpt['model'])
+        found = evaluate(model.to(device), loaders.eval_loader(val_set, plan), torch.nn.CrossEntropyLoss(), device,
+                         BadFileLog(), f'calibrate {name}', plan)
+        t, record = calibrate.fit(found['probs'], found['targets'])
+        save_checkpoint({**ckpt, 'temperature': t, 'calibration': record}, path)
+        print(f'{name}: temperature {t:.3f} fitted on {record["images"]} validation images: ECE '
+              f'{100 * record["ece_before"]:.2f}% -> {100 * record["ece_after"]:.2f}%, NLL {record["nll_before"]:.4f} '
+              f'-> {record["nll_after"]:.4f}')
 
 
 def auto_resume(cfg):
@@ -328,6 +348,8 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
             break
     writer.close()
     vis.close()
+    if ddp.is_main and plan.calibrate == 'temperature':
+        calibrate_best(run_dir, val_set, device, plan)
     if badlog.summary():
         print(badlog.summary())
     print(f'best validation accuracy {best_acc:.4f}; checkpoints in {run_dir}')
