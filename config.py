@@ -133,6 +133,9 @@ class DefaultConfig:
                     'the svm command, <checkpoint>_svm.npz beside the checkpoint)', 'inference',
                     choices=('softmax', 'svm'))
     topk: int = opt(5, 'predict: classes written per image, most likely first', 'inference')
+    coverage: float = opt(0.0, 'predict: also write each image\'s prediction set, the classes that hold its true '
+                          'class with this probability (e.g. 0.95; split conformal prediction calibrated on the run\'s '
+                          'validation split); 0 = off', 'inference')
     output: str = opt('', 'predict / ensemble: CSV the predictions are written to; empty = predictions.csv '
                       '(ensemble: ensemble_predictions.csv) beside the (first) checkpoint; explain: a new or empty '
                       'folder for its pictures, empty = explain-<date>-<time> beside the checkpoint', 'inference')
@@ -509,6 +512,8 @@ def check(cfg):
     if cfg.lr_find_end <= cfg.lr_find_start or cfg.lr_find_steps < 10:
         raise ConfigError(f'lr_find sweeps from --lr-find-start up to a larger --lr-find-end over at least 10 '
                           f'--lr-find-steps; got {cfg.lr_find_start} to {cfg.lr_find_end} over {cfg.lr_find_steps}')
+    if not 0 <= cfg.coverage < 1:
+        raise ConfigError(f'--coverage is a probability below 1, e.g. 0.95 (0 = off); got {cfg.coverage}')
     if cfg.resume == 'auto' and not cfg.run_name:
         raise ConfigError('--resume=auto finds the run by its name: give --run-name=NAME too')
     if cfg.lr == 'auto' and cfg.resume:

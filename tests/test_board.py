@@ -47,7 +47,8 @@ def test_the_logged_steps_carry_raw_and_smoothed_loss_and_the_learning_rate(boar
     iters = math.ceil(51 / LEARNS['batch_size'])  # 51 training images: 7 batches, logged at 0, 2, 4, 6
     steps = [s.step for s in events.Scalars('step/loss')]
     assert steps == [e * iters + i for e in range(2) for i in range(0, iters, 2)]
-    raw, smoothed = [s.value for s in events.Scalars('step/loss')], [s.value for s in events.Scalars('step/loss_smoothed')]
+    raw = [s.value for s in events.Scalars('step/loss')]
+    smoothed = [s.value for s in events.Scalars('step/loss_smoothed')]
     assert smoothed[0] == raw[0] and smoothed[1] == pytest.approx(0.8 * raw[0] + 0.2 * raw[1], rel=1e-5)
     assert [s.step for s in events.Scalars('step/lr')] == steps and all(s.value > 0 for s in events.Scalars('step/lr'))
 

@@ -110,3 +110,48 @@ def test_calibrate_temperature_stores_the_fit_and_every_evaluation_applies_it(ca
     folder = os.path.join(os.path.dirname(os.path.dirname(calibrated)), 'learn')
     a, b = main.load(best, num_workers=0).predict_proba(folder), main.load(onnx).predict_proba(folder)
     assert np.abs(a - b).max() < 1e-4
+
+
+def test_conformal_sets_cover_the_true_class_at_the_asked_rate_over_calibration_draws():
+    from utils.evaluate.conformal import prediction_sets
+    rng = np.random.default_rng(0)
+
+    def draw(n):  # a model whose probabilities are the true ones, and one that is over-confident
+        logits = rng.normal(size=(n, 6)) * 2
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        y = (p.cumsum(1) < rng.random((n, 1))).sum(1)
+        sharp = np.exp(3 * logits)
+        return p, sharp / sharp.sum(1, keepdims=True), y
+
+    for which in (0, 1):
+        covered = []
+        for _ in range(20):
+            cal, test = draw(500), draw(2000)
+            sets = prediction_sets(cal[which], cal[2], test[which], 0.9)
+            covered.append(sets[np.arange(2000), test[2]].mean())
+        # split conformal: 0.9 <= expected coverage <= 0.9 + 1 / (n + 1); 20 draws of 2000 test images
+        assert 0.9 - 0.006 < np.mean(covered) < 0.9 + 1 / 501 + 0.006, (which, np.mean(covered))
+
+
+def test_predict_coverage_writes_sets_of_the_most_likely_classes_and_bad_values_are_one_line(tmp_path, capsys):
+    import csv
+    data = write_class_folders(tmp_path / 'learn', ['00000', '00001', '00002'], 20)
+    run = engine.fit(config.parse(train_data_root=str(data), checkpoint_dir=str(tmp_path / 'ck'), run_name='r',
+                                  html_report=False, val_ratio=0.4, **LEARNS))
+    best, out = os.path.join(run, 'best_model.pth'), tmp_path / 'p.csv'
+    assert main.main(['predict', f'--load-path={best}', f'--data-root={data}', f'--output={out}', '--coverage=0.9',
+                      '--num-workers=0']) == 0
+    assert 'calibrated on 24 validation images' in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 60
+    for row in rows:
+        p = dict(item.split(':') for item in row['top3'].split(';'))
+        members = row['set'].split(';') if row['set'] else []
+        assert int(row['set_size']) == len(members)
+        # a LAC set holds every class above a threshold: no class outside it is likelier than one inside
+        assert all(float(p[m]) >= float(p[o]) for m in members for o in p if o not in members)
+    for arg, message in (('--coverage=1.5', '--coverage is a probability below 1'),
+                         ('--coverage=-0.1', '--coverage is a probability below 1')):
+        assert main.main(['predict', f'--load-path={best}', f'--data-root={data}', arg]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1

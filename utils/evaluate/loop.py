@@ -16,6 +16,7 @@ from data import loaders, transforms
 from data.cache import finish_batch
 from data.dataset import BadFileLog, ImageFolderDataset, require_folder
 from utils.evaluate import calibrate
+from utils.evaluate.conformal import prediction_sets
 from utils.evaluate.exported import is_exported, load_exported
 from utils.io import atomic, check_compatible, load_checkpoint, progress, walk_files, write_json
 from utils.evaluate.metrics import (calibration, classification_summary, format_calibration, format_summary,
@@ -158,22 +159,27 @@ def probabilities(model, paths, cfg, device, desc='predict', num_classes=None):
     return probs, badlog.seen
 
 
-def write_predictions(path, names, probs, classes, topk, errors=None, preds=None):
+def write_predictions(path, names, probs, classes, topk, errors=None, preds=None, sets=None):
     """CSV, one row per image in the given order: path, index, class, confidence, top-k ('class:p' by
-    descending p, separated by ';') and error (the reason a file could not be read, else empty). Every
+    descending p, separated by ';') and error (the reason a file could not be read, else empty); with `sets`
+    (boolean rows, --coverage), the prediction set ('class;class', most likely first) and its size. Every
     probability is written with 6 decimals, so a class's confidence reads the same in both columns."""
     errors = errors or {}
     with atomic(path, newline='') as f:
         w = csv.writer(f)
-        w.writerow(['path', 'index', 'class', 'confidence', f'top{topk}', 'error'])
+        w.writerow(['path', 'index', 'class', 'confidence', f'top{topk}', 'error']
+                   + (['set', 'set_size'] if sets is not None else []))
         for i, name in enumerate(names):
             p = probs[i]
             if np.isnan(p).any():
-                w.writerow([name, '', '', '', '', errors.get(name, 'unreadable')])
+                w.writerow([name, '', '', '', '', errors.get(name, 'unreadable')]
+                           + (['', ''] if sets is not None else []))
                 continue
             k = int(p.argmax()) if preds is None else int(preds[i])
             order = [k] + [j for j in np.argsort(-p, kind='stable') if j != k][:topk - 1]
-            w.writerow([name, k, classes[k], f'{p[k]:.6f}', ';'.join(f'{classes[j]}:{p[j]:.6f}' for j in order), ''])
+            members = [] if sets is None else [classes[j] for j in np.argsort(-p, kind='stable') if sets[i, j]]
+            w.writerow([name, k, classes[k], f'{p[k]:.6f}', ';'.join(f'{classes[j]}:{p[j]:.6f}' for j in order), '']
+                       + ([';'.join(members), len(members)] if sets is not None else []))
 
 
 def predict(cfg):
@@ -181,15 +187,27 @@ def predict(cfg):
     if not cfg.data_root:
         raise UserError('give the folder of images to classify with --data-root=FOLDER')
     check_settings(cfg)
+    given = cfg.given
     model, cfg, ckpt, device = load_for_eval(cfg)
     names = find_images(cfg.data_root)
     classes = ckpt['classes']
     model = wrap(model, cfg)
+    calibration_set = conformal_calibration(cfg, given, classes) if cfg.coverage else None
     probs, errors = probabilities(model, [os.path.join(cfg.data_root, n) for n in names], cfg, device)
     errors = {os.path.relpath(p, cfg.data_root): reason for p, reason in errors.items()}
+    sets = None
+    if calibration_set:
+        cal_probs, _ = probabilities(model, [p for p, _ in calibration_set], cfg, device, 'conformal: validation',
+                                     len(classes))
+        readable = ~np.isnan(cal_probs).any(1)
+        targets = np.array([label for _, label in calibration_set])[readable]
+        sets = prediction_sets(cal_probs[readable], targets, probs, cfg.coverage)
+        valid = ~np.isnan(probs).any(1)
+        print(f'prediction sets at coverage {cfg.coverage:g} (split conformal, LAC, calibrated on {readable.sum()} '
+              f'validation images): mean size {sets[valid].sum(1).mean():.2f} classes')
     out = cfg.output or os.path.join(os.path.dirname(os.path.abspath(cfg.load_path)),
                                      f'predictions{exported_suffix(cfg)}.csv')
-    write_predictions(out, names, probs, classes, min(cfg.topk, len(classes)), errors)
+    write_predictions(out, names, probs, classes, min(cfg.topk, len(classes)), errors, sets=sets)
     print(f'predicted {len(names) - len(errors)} image(s) of {cfg.data_root}'
           + (f' (tta {cfg.tta})' if cfg.tta != 'none' else '') + (' with the svm head' if cfg.head == 'svm' else '')
           + f'; predictions in {out}')
@@ -197,6 +215,20 @@ def predict(cfg):
         print(f'{len(errors)} unreadable image(s), listed in the CSV with an empty prediction: '
               + ', '.join(sorted(errors)[:10]) + (' ...' if len(errors) > 10 else ''))
     return out
+
+
+def conformal_calibration(plan, given, classes):
+    """The labelled images --coverage calibrates on: the validation split of the checkpoint's run (samples [(path,
+    label)]); UserError before any work when its data is not here."""
+    try:
+        _, _, val = loaders.train_val_samples(loaders.resolve_roots(plan, given), classes)
+    except UserError as e:
+        raise UserError(f'--coverage calibrates on the validation split of the run, which is not here ({e}); give '
+                        f'--train-data-root / --val-data-root of its labelled images') from None
+    if len(val) < 20:
+        raise UserError(f'--coverage needs a validation split of at least 20 labelled images to calibrate on; '
+                        f'this run has {len(val)}')
+    return val
 
 
 def features(model, dataset, cfg, device, desc):

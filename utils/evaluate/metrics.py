@@ -110,8 +110,9 @@ def format_calibration(cal):
 
 
 def reliability_png(cal, path, title='reliability'):
-    """PNG into `path` (a file name or a binary file) of the reliability diagram of calibration(): accuracy against mean confidence per bin (bar width = bin),
-    the diagonal of perfect calibration, and the share of images per bin beneath."""
+    """PNG into `path` (a file name or a binary file) of the reliability diagram of calibration(): accuracy against
+    mean confidence per bin (bar width = bin), the diagonal of perfect calibration, and the share of images per bin
+    beneath."""
     from matplotlib.figure import Figure
     fig = Figure(figsize=(4.5, 5.4))
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
