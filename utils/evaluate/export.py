@@ -151,19 +151,12 @@ def parity_paths(cfg, classes):
 def parity(deployable, exported, paths, cfg):
     """(images compared, largest probability difference, images whose top-1 class differs) of the exported graph
     against the PyTorch model, both given the same 0..1 batches."""
-    from data import loaders, transforms
-    from data.dataset import ImageFolderDataset
-    dataset = ImageFolderDataset([(p, i) for i, p in enumerate(paths)], ['?'],
-                                 transforms.eval_transform(cfg, cfg.image_size))
     seen, worst, differ = 0, 0.0, 0
-    for images, _, _ in loaders.eval_loader(dataset, cfg):
-        if images is None:
-            continue
-        pixels = images * deployable.std + deployable.mean
+    for pixels, _ in pixel_batches([(p, i) for i, p in enumerate(paths)], cfg):
         ref, got = deployable(pixels), exported.probabilities(pixels)
         worst = max(worst, (ref - got).abs().max().item())
         differ += int((ref.argmax(1) != got.argmax(1)).sum())
-        seen += len(images)
+        seen += len(pixels)
     return seen, worst, differ
 
 
