@@ -56,6 +56,14 @@ def save_checkpoint(obj, path):
         torch.save(obj, f)
 
 
+def read_jsonl(path):
+    """The rows of a JSON-lines log of the run (metrics.jsonl); [] when it does not exist."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def append_line(path, line):
     """Append one line to a log of the run (metrics.jsonl, lr.csv)."""
     with writing(path), open(path, 'a') as f:

@@ -65,9 +65,8 @@ def write_run(run_dir):
     """Event files of a finished run from its metrics.jsonl (epoch scalars; lr.csv's learning rate per step where the
     run has one); returns the number of epochs written."""
     import csv
-    import json
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    from utils.io import read_jsonl
+    rows = read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
     board = Board(run_dir)
     for row in rows:
         board.epoch(row)

@@ -28,7 +28,7 @@ from data.mix import MixBatch
 from utils.dashboard.windows import labelled_tile, unnormalize, worst_misclassified
 from utils.evaluate import gradcam, loop
 from utils.evaluate.metrics import calibration, classification_summary, format_calibration, reliability_png
-from utils.io import png_bytes, write_bytes, write_json
+from utils.io import png_bytes, read_jsonl, write_bytes, write_json
 
 WORST = 8  # mistakes shown with their Grad-CAM maps, in the page and in the dashboard's Grad-CAM pane
 MOSAIC = 32  # images in each mosaic
@@ -252,8 +252,7 @@ def describe_device(device):
 
 def read_rows(run_dir):
     """metrics.jsonl rows and (fractional epoch, learning rate) of every step in lr.csv (absent: [])."""
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
     lr_path, lr_rows = os.path.join(run_dir, 'lr.csv'), []
     if os.path.isfile(lr_path):
         with open(lr_path) as f:

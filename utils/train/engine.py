@@ -18,8 +18,8 @@ from utils.dashboard.windows import RunDashboard
 from utils.evaluate import calibrate
 from utils.evaluate.loop import evaluate
 from utils.evaluate.metrics import calibration
-from utils.io import (TMP_PREFIX, VERSION, append_line, load_checkpoint, progress, save_checkpoint, write_json,
-                      write_text)
+from utils.io import (TMP_PREFIX, VERSION, append_line, load_checkpoint, progress, read_jsonl, save_checkpoint,
+                      write_json, write_text)
 from utils.train import distributed
 from utils.train.checkpoint_writer import CheckpointWriter, to_host
 from utils.train.optim import build_optimizer, build_scheduler
@@ -43,8 +43,7 @@ class Run:
 
     @classmethod
     def of(cls, run_dir):
-        rows = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl')) if line.strip()] \
-            if os.path.isfile(os.path.join(run_dir, 'metrics.jsonl')) else []
+        rows = read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
         path = {name: os.path.join(run_dir, name) if os.path.isfile(os.path.join(run_dir, name)) else ''
                 for name in (BEST, LAST, BEST_EMA)}
         return cls(run_dir, max((r['val_acc'] for r in rows), default=float('nan')), path[BEST], path[LAST],
@@ -203,10 +202,7 @@ def save_best(run_dir, state, raw, ema):
 
 def last_row(path):
     """The epoch of the last row of metrics.jsonl (0 when there is none)."""
-    if not os.path.isfile(path):
-        return 0
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_jsonl(path)
     return rows[-1]['epoch'] if rows else 0
 
 
