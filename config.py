@@ -101,6 +101,9 @@ class DefaultConfig:
                       'start that run -- one command line for the first start and every restart (a scheduler\'s '
                       'requeue, torchrun --max-restarts)',
                       'run')
+    checkpoint_every: int = opt(0, 'also write last.pth every N optimizer steps within an epoch, for jobs that may be '
+                                'killed without a signal; 0 = at the end of each epoch only. SIGTERM and SIGINT '
+                                'always write it at the current step (docs/runs.md#stopping-and-resuming)', 'run')
     use_gpu: bool = opt(False, 'train on CUDA when available (otherwise one warning and the CPU)', 'run')
     print_freq: int = opt(20, 'log the training loss every N iterations', 'run')
     calibrate: str = opt('none', 'after training: temperature (fit one temperature dividing the logits of '
@@ -322,6 +325,15 @@ class ConfigError(UserError):
     """A setting that does not exist or a value that does not fit its type."""
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGTERM / SIGINT with its last.pth written (utils/train/interrupt.py); `main.py` prints
+    the message (the resume command) and ends with `status`."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
 def setting_fields():
     """The dataclass fields of DefaultConfig that are settings (all but `given`), in declaration order."""
     return [f for f in dataclasses.fields(DefaultConfig) if 'group' in f.metadata]
@@ -521,7 +533,7 @@ def check(cfg):
                           '(drop --lr, or give a number)')
     if cfg.tensorboard and importlib.util.find_spec('tensorboard') is None:
         raise ConfigError('--tensorboard needs the tensorboard package: pip install tensorboard')
-    for name in ('n_trials', 'timeout', 'patience'):
+    for name in ('n_trials', 'timeout', 'patience', 'checkpoint_every'):
         if getattr(cfg, name) < 0:
             raise ConfigError(f'--{flag(name)} must be 0 or more, got {getattr(cfg, name)}')
     if not cfg.n_trials and not cfg.timeout:

@@ -272,6 +272,9 @@ def main(argv=None):
             raise
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except config.Interrupted as e:  # SIGTERM / SIGINT during training: last.pth written, the resume command printed
+        print(f'\n{e}', file=sys.stderr)
+        return e.status
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0

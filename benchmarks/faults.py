@@ -10,7 +10,10 @@ every kind of moment from the first last.pth on (before it there is nothing to r
 Each kill also says what it lost: the steps the killed run had taken that its last.pth does not hold, which
 resuming trains again. That is the epoch in progress, and the epoch before it too when the kill lands while that
 epoch's last.pth is still being written (it is written while the next epoch trains); more than that is a failure.
-It prints "faults survived: k / N" and the most a kill lost. Then: two runs started in the same second, a read-only and
+It prints "faults survived: k / N" and the most a kill lost. Then SIGTERM (the scheduler's notice) at three
+random steps of each epoch, a second SIGTERM during the save, a SIGKILL inside the save after a SIGTERM: each run
+must exit 143 (-9 for the kill) with no step lost and resume to the uninterrupted run ("signals survived: k / N").
+Then: two runs started in the same second, a read-only and
 a full
 --checkpoint-dir (tmpfs mounts: run as root), a disk that fills up mid-run, and the dashboard server killed
 mid-run.
@@ -60,7 +63,9 @@ def install_kill_hook(at, mode='before', log=None):
     """Audit hook of the training process: record the run's writes (appends to lr.csv / metrics.jsonl, creation of
     a temporary checkpoint, rename of any temporary file), name each in the file `log`, and SIGKILL this process at
     the write `at` = 'KIND-N', the N-th write of that kind (see `kind`; '' never) -- before it happens, or with
-    mode 'during' once its temporary checkpoint has bytes in it."""
+    mode 'during' once its temporary checkpoint has bytes in it. The modes 'term*' send SIGTERM there instead (the
+    scheduler's notice: the run writes last.pth at that step and exits 143); 'term-twice' a second SIGTERM once the
+    next temporary checkpoint is created, 'term-kill' then a SIGKILL inside that write."""
     log = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if log else None  # os.write: not audited
     target, _, nth = at.rpartition('-') if at else ('', '', '0')
     counts, armed = {}, False
@@ -96,10 +101,19 @@ def install_kill_hook(at, mode='before', log=None):
         counts[kind(what)] = counts.get(kind(what), 0) + 1
         if log is not None:
             os.write(log, (what + '\n').encode())
-        if armed and kind(what) == 'save':  # 'during' whose write ended first: the kill lands at its rename
+        if armed == 'term' and what == 'tmp':  # the signal's own save (or the finished epoch's) has begun
+            armed = False
+            if mode == 'term-twice':
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:  # term-kill
+                threading.Thread(target=watch, args=(args[0],), daemon=True).start()
+        if armed is True and kind(what) == 'save':  # 'during' whose write ended first: the kill lands at its rename
             die()
         if kind(what) == target and counts[target] == int(nth):
-            if mode == 'during':
+            if mode.startswith('term'):
+                os.kill(os.getpid(), signal.SIGTERM)
+                armed = 'term' if mode != 'term' else False
+            elif mode == 'during':
                 armed = True
                 threading.Thread(target=watch, args=(args[0],), daemon=True).start()
             else:
@@ -188,6 +202,23 @@ def kill_points(events):
             previous = 'its metrics row' if what == 'metrics.jsonl' else what[len('save '):]
     first = events.index('save last.pth')
     return [(names[i], mode, what) for i, mode, what in points if i > first]
+
+
+def term_points(events, seed=0):
+    """('lr.csv-N', mode, description) for SIGTERM at three random steps of each epoch (before the first last.pth
+    too: a signal leaves one behind), a second SIGTERM during the save at one of them, and a SIGKILL inside the
+    save at another."""
+    import random
+    steps = events.count('lr.csv') // events.count('save last.pth')
+    rng, points = random.Random(seed), []
+    for epoch in range(events.count('save last.pth')):
+        for step in sorted(rng.sample(range(1, steps), min(3, steps - 1))):
+            points.append((f'lr.csv-{epoch * steps + step}', 'term', f'SIGTERM in epoch {epoch + 1}, at step '
+                                                                    f'{step} of {steps}'))
+    points.append((f'lr.csv-{steps + steps // 2}', 'term-twice', f'SIGTERM in epoch 2 at step {steps // 2}, and '
+                                                                 f'again during the save'))
+    points.append((f'lr.csv-{steps + 1}', 'term-kill', 'SIGTERM in epoch 2 at step 1, then SIGKILL inside the save'))
+    return points
 
 
 def lost_steps(run_dir):
@@ -413,6 +444,27 @@ def main():
     print(f'faults survived: {survived} / {len(points)}  ({time.time() - start:.0f} s); a kill lost at most '
           f'{max(lost, default=0)} steps ({max(lost, default=0) / steps:.2f} epochs of {steps} steps): the epoch in '
           f'progress, and the one before while its last.pth was being written', flush=True)
+    survived = 0
+    points = term_points(events)
+    for n, (at, mode, what) in enumerate(points, 1):
+        run_dir = work / 'runs' / f't{n}'
+        res = train([f'--checkpoint-dir={work / "runs"}', f'--run-name=t{n}', *common], work, at, mode)
+        expected = -signal.SIGKILL if mode == 'term-kill' else 143
+        problems = [] if res.returncode == expected else [f'exit {res.returncode}, not {expected}']
+        problems += checkpoints_load(run_dir)
+        if not problems:
+            taken, kept = lost_steps(run_dir)
+            what += f'; lost {taken - kept} of {taken} steps'
+            if mode != 'term-kill' and taken != kept:
+                problems.append('a signal lost steps: last.pth is not at the step it came')
+            if mode != 'term-kill' and 'Continue it with: python main.py train --resume=' not in res.stderr:
+                problems.append('no resume command printed')
+        res = train([f'--resume={run_dir / "last.pth"}'], work)
+        problems += [f'resume: exit {res.returncode}: {res.stderr.strip().splitlines()[-1:]}'] if res.returncode \
+            else check_run(run_dir, ref_dir)
+        survived += report(f'signal {n:2d}: {what}', problems)
+    print(f'signals survived: {survived} / {len(points)}  ({time.time() - start:.0f} s): each resumed run ends with '
+          f'the weights, metrics rows and lr.csv of the uninterrupted one', flush=True)
     others = extras(work, common, ref_dir)
     print(f'other faults handled: {sum(others)} / {len(others)}  (total {time.time() - start:.0f} s)')
     if not args.work:

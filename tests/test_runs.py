@@ -2,7 +2,9 @@
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 import config
 import models
 from benchmarks import faults
-from conftest import FAST, run_cli, write_class_folders
+from conftest import FAST, ROOT, run_cli, write_class_folders
 from utils import io as checkpoint
 from utils.train import engine
 
@@ -157,3 +159,62 @@ def test_resume_auto_without_a_run_name_is_one_line(tmp_path):
     out = run_cli('train', '--resume=auto', f'--checkpoint-dir={tmp_path}')
     assert out.returncode == 2 and '--resume=auto finds the run by its name: give --run-name' in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and not os.listdir(tmp_path)
+
+
+@pytest.fixture(scope='module')
+def long_epochs(tmp_path_factory):
+    """An uninterrupted 2-epoch run (with EMA) of 11 steps an epoch, to interrupt within its epochs."""
+    work = tmp_path_factory.mktemp('sig')
+    write_class_folders(work / 'data' / 'train', ['a', 'b', 'c'], 16)
+    args = [f'--train-data-root={work / "data" / "train"}', *ARGS, '--batch-size=4']
+    res = faults.train([f'--checkpoint-dir={work / "runs"}', '--run-name=ref', *args], work)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return {'work': work, 'args': args, 'dir': work / 'runs' / 'ref'}
+
+
+def start_and_signal(long_epochs, name, steps, signals, extra=()):
+    """Start the run `name`, send `signals` (one after another) once lr.csv has `steps` rows; (process, stdout,
+    stderr) when it ended."""
+    work = long_epochs['work']
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), 'train', f'--checkpoint-dir={work / "runs"}',
+                             f'--run-name={name}', *long_epochs['args'], *extra], cwd=work, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    lr = work / 'runs' / name / 'lr.csv'
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline and (not lr.exists() or
+                                                              len(lr.read_text().splitlines()) < steps):
+        time.sleep(0.01)
+    for s in signals:
+        proc.send_signal(s)
+    out, err = proc.communicate(timeout=240)
+    return proc, out, err
+
+
+@pytest.mark.parametrize('steps, signals', [(3, [signal.SIGTERM, signal.SIGTERM]), (15, [signal.SIGINT])])
+def test_a_signal_within_an_epoch_writes_last_pth_there_and_the_resumed_run_ends_with_the_same_weights(
+        long_epochs, steps, signals):
+    name = f'sig{steps}'
+    proc, out, err = start_and_signal(long_epochs, name, steps, signals)
+    run_dir = long_epochs['work'] / 'runs' / name
+    assert proc.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[signals[0]], err[-2000:]
+    last = torch.load(run_dir / 'last.pth', weights_only=True)
+    assert 'mid_epoch' in last, 'the run ended before the signal: make its epochs longer'
+    assert last['mid_epoch']['epoch'] == steps // 11 and last['ema_step'] >= steps
+    assert err.strip().splitlines()[-1].endswith(f'Continue it with: python main.py train --resume={run_dir / "last.pth"}')
+    assert 'Traceback' not in err
+    res = run_cli('train', f'--resume={run_dir / "last.pth"}', cwd=long_epochs['work'])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f'after batch {last["mid_epoch"]["batch"]}' in res.stdout
+    # every weight, the EMA, each metrics row (but its seconds) and every lr.csv row equal the uninterrupted run's
+    assert faults.check_run(run_dir, long_epochs['dir']) == []
+
+
+def test_checkpoint_every_lets_a_run_killed_without_a_signal_resume_within_its_epoch(long_epochs):
+    proc, _, err = start_and_signal(long_epochs, 'every', 16, [signal.SIGKILL], ['--checkpoint-every=3'])
+    assert proc.returncode == -9, err[-2000:]
+    run_dir = long_epochs['work'] / 'runs' / 'every'
+    last = torch.load(run_dir / 'last.pth', weights_only=True)
+    assert last['mid_epoch']['epoch'] == 1 and last['ema_step'] % 3 == 0
+    res = run_cli('train', f'--resume={run_dir / "last.pth"}', cwd=long_epochs['work'])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert faults.check_run(run_dir, long_epochs['dir']) == []

@@ -131,6 +131,15 @@ def reduce_metrics(ctx, result, count_key='images'):
     return out
 
 
+def any_rank(ctx, flag):
+    """`flag` on any rank, on every rank: a signal that reached one process stops all at the same step."""
+    if not ctx.enabled:
+        return bool(flag)
+    t = torch.tensor([float(bool(flag))], device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item() > 0
+
+
 class ShardedSampler(Sampler):
     """Any sampler's index stream split across ranks: every rank draws the same full stream (shared seed per
     epoch), pads it to a multiple of world_size by repeating its start, and keeps every world_size-th index

@@ -1,5 +1,6 @@
 """The training and evaluation pipeline behind `train`, `val` and `testforacc`."""
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -22,6 +23,7 @@ from utils.io import (TMP_PREFIX, VERSION, append_line, load_checkpoint, progres
                       write_json, write_text)
 from utils.train import distributed
 from utils.train.checkpoint_writer import CheckpointWriter, to_host
+from utils.train.interrupt import SkipFirst, StopRequest, random_states, set_random_states
 from utils.train.optim import build_optimizer, build_scheduler
 from utils.train.plan import describe, resolve, with_lr
 from utils.train.precision import Precision, setup
@@ -57,26 +59,47 @@ def set_seed(seed):
 
 
 def train_one_epoch(model, loader, criterion, optimizer, schedule, device, epoch, cfg, vis, badlog, precision=None,
-                    trainer=None):
+                    trainer=None, done=None, at_step=None):
     """One pass over the training data; returns mean loss, accuracy, image count and seconds. The loss and
-    accuracy are read from the device every `print_freq` steps and at the end, nowhere else."""
+    accuracy are read from the device every `print_freq` steps and at the end, nowhere else. `done` (a mid-epoch
+    checkpoint's record): `loader` holds the rest of an interrupted epoch, which goes on from its batch count,
+    running sums and seconds. `at_step(batches done, running, seconds)` is called after each optimizer step but the
+    epoch's last; when it returns True the epoch stops there and None is returned."""
     precision = precision or Precision(None, device)
     train_mode(model)
     trainer = trainer or Trainer(model, optimizer, schedule, cfg, precision=precision)
-    running, start = Running(device), time.time()
+    running, skip, before = Running(device), 0, 0.0
+    if done is not None:
+        skip, before = done['batch'], done['seconds']
+        running.restore(done['running'])
+    start, batches = time.time(), skip + len(loader)
     bar = progress(loader, f'epoch {epoch + 1}/{cfg.max_epoch}')
-    for i, (images, labels, bad) in enumerate(bar):
+    for i, (images, labels, bad) in enumerate(bar, start=skip):
         badlog.add(bad)
         if images is None or len(labels) < 2:  # batch norm cannot train on a single image
             continue
-        train_step(model, images, labels, criterion, trainer, running, cfg, vis, (i, len(loader), epoch))
+        train_step(model, images, labels, criterion, trainer, running, cfg, vis, (i, batches, epoch))
         if i % cfg.print_freq == 0:
             loss, acc, last = running.read()
             bar.set_postfix(loss=f'{loss:.4f}', acc=f'{acc:.4f}')
-            vis.step(epoch, i, len(loader), last, optimizer.param_groups[0]['lr'])
+            vis.step(epoch, i, batches, last, optimizer.param_groups[0]['lr'])
+        if (at_step is not None and not trainer.pending and i + 1 < batches
+                and at_step(i + 1, running, before + time.time() - start)):
+            return None
     trainer.flush(epoch)
     loss, acc, _ = running.read()
-    return {'loss': loss, 'acc': acc, 'images': running.seen, 'seconds': time.time() - start}
+    return {'loss': loss, 'acc': acc, 'images': running.seen, 'seconds': before + time.time() - start}
+
+
+def interrupted(writer, vis, ddp, run_dir, stop, epoch, steps):
+    """End the run on the signal `stop` recorded, once every file asked for is on disk: raise Interrupted with the
+    resume command (`epoch`: the 0-based epoch it resumes in)."""
+    writer.close()
+    vis.close()
+    distributed.teardown(ddp)
+    last = os.path.join(run_dir, LAST)
+    raise config.Interrupted(f'{stop.name()}: stopped in epoch {epoch + 1} after optimizer step {steps}; {last} holds the '
+                      f'run. Continue it with: python main.py train --resume={last}', stop.status())
 
 
 def early_stop(plan, epoch, best_epoch, best_acc):
@@ -173,6 +196,9 @@ def repair_run(run_dir, ckpt):
         append_line(metrics, json.dumps(ckpt['metrics']))
     if 'ema_step' in ckpt:
         keep_lines(os.path.join(run_dir, 'lr.csv'), lambda line: int(line.split(',')[0]) <= ckpt['ema_step'])
+
+    if 'mid_epoch' in ckpt:  # written after the finished epochs' files were on disk: nothing to rebuild
+        return
 
     def stale(name, metric):
         path = os.path.join(run_dir, name)
@@ -280,7 +306,8 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
     if resume is not None:
         optimizer.load_state_dict(resume['optimizer'])
         schedule.load_state_dict(resume['scheduler'])
-        print(f'resuming {cfg.resume} at epoch {start_epoch + 1} (best validation accuracy {best_acc:.4f})')
+        within = f', after batch {resume["mid_epoch"]["batch"]}' if 'mid_epoch' in resume else ''
+        print(f'resuming {cfg.resume} at epoch {start_epoch + 1}{within} (best validation accuracy {best_acc:.4f})')
     vis.start(train_set, val_set, plan)
     trainer = Trainer(model, optimizer, schedule, plan, None, run_dir if ddp.is_main else None, precision)
     if resume is not None:
@@ -290,58 +317,91 @@ def fit(cfg, find_lr_only=False, on_epoch=None):
     record = {'plan': plan.to_dict(), 'asked': asked, 'model_name': model.model_name,
               'num_classes': len(classes), 'classes': list(classes), 'version': VERSION}
 
-    for epoch in range(start_epoch, plan.max_epoch):
-        generator.manual_seed(plan.seed + epoch)  # the same epoch draws the same order, resumed or not
-        set_seed(plan.seed + epoch)  # and the same augmentations, mixes and dropout masks
-        trainer.begin_epoch(epoch)  # fine-tuning: freeze or unfreeze the backbone, switch the schedule
-        train = train_one_epoch(net, train_loader, criterion, optimizer, schedule, device, epoch, plan, vis,
-                                badlog, precision, trainer)
-        distributed.sync_buffers(model, ddp)
-        train = distributed.reduce_metrics(ddp, train)
-        val = distributed.reduce_metrics(ddp, evaluate(model, val_loader, criterion, device, badlog, cfg=plan))
-        ema_val = trainer.evaluate_ema(evaluate, val_loader, criterion, device, badlog)
-        ema_val = ema_val and distributed.reduce_metrics(ddp, ema_val)
-        schedule.step_epoch(val['loss'])
-        improved = val['acc'] > best_acc
-        best_acc = max(best_acc, val['acc'])
-        ema_improved = trainer.update_best_ema(ema_val)
-        best_epoch = epoch if improved or ema_improved else best_epoch
-        stop = early_stop(plan, epoch, best_epoch, best_acc)
-        row = {'epoch': epoch + 1, 'train_loss': train['loss'], 'train_acc': train['acc'], 'val_loss': val['loss'],
-               'val_acc': val['acc'], 'lr': optimizer.param_groups[0]['lr'], 'seconds': round(train['seconds'], 2),
-               'images_per_s': round(train['images'] / max(train['seconds'], 1e-9), 1)}
-        if len(val['targets']):
-            cal = calibration(val['probs'], val['targets'])
-            row.update(val_nll=round(cal['nll'], 6), val_ece=round(cal['ece'], 6))
-        if ema_val is not None:
-            row.update(val_loss_ema=ema_val['loss'], val_acc_ema=ema_val['acc'])
-        if stop:
-            row['stopped'] = stop
-        if not ddp.is_main:
-            if stop:
-                break
-            continue
-        writer.wait()  # the previous epoch's files are on disk (a failed write stops the run here)
+    mid = resume.get('mid_epoch') if resume is not None else None  # stopped within an epoch: its rest first
+    last_row = resume.get('metrics') if resume is not None else None
+
+    def state_now(epoch, **extra):
+        """last.pth's state after `epoch` (0-based; -1: none yet) finished, with `extra` on top."""
         state = {'model': model.state_dict(), **record, 'epoch': epoch, 'best_metric': best_acc,
-                 'best_epoch': best_epoch, 'metrics': row,
-                 'optimizer': optimizer.state_dict(), 'scheduler': schedule.state_dict(), **trainer.state_dict()}
-        state = to_host(state)  # a copy: the next epoch changes the weights while it is written
-        writer.submit(write_epoch, run_dir, state, improved, ema_improved)  # while the next epoch trains
-        vis.epoch(row, val, val_set, badlog.seen)
-        print(f'epoch {epoch + 1}/{plan.max_epoch}: train loss {train["loss"]:.4f} acc {train["acc"]:.4f} | '
-              f'val loss {val["loss"]:.4f} acc {val["acc"]:.4f}{" (best)" if improved else ""} | '
-              + (f'EMA acc {ema_val["acc"]:.4f}{" (best)" if ema_improved else ""} | ' if ema_val else '') +
-              f'{row["images_per_s"]:.0f} img/s, {train["seconds"]:.1f}s')
-        try:
-            if on_epoch is not None:
-                on_epoch(epoch, row, plan)
-        except BaseException:
-            writer.close()  # the epochs done reach the disk before the run stops
-            raise
-        if stop:
-            print(f'stopped early after epoch {epoch + 1} of {plan.max_epoch}: {stop}')
-            vis.stopped(epoch + 1, stop)
-            break
+                 'best_epoch': best_epoch, 'optimizer': optimizer.state_dict(), 'scheduler': schedule.state_dict(),
+                 **trainer.state_dict(), **extra}
+        return to_host(state)  # a copy: training goes on changing the weights while it is written
+
+    def at_step(epoch, batch, running, seconds):
+        """After an optimizer step within `epoch`: write last.pth there on a signal (and stop) or every
+        --checkpoint-every steps."""
+        stopping = distributed.any_rank(ddp, stop.requested)
+        if not stopping and not (plan.checkpoint_every and trainer.step_count % plan.checkpoint_every == 0):
+            return False
+        if ddp.is_main:
+            mid_state = {'epoch': epoch, 'batch': batch, 'running': running.state(), 'seconds': seconds,
+                         'random': random_states()}
+            writer.wait()  # the finished epochs' files first: a mid-epoch last.pth never rebuilds them
+            writer.save(state_now(epoch - 1, mid_epoch=mid_state,
+                                  **({'metrics': last_row} if last_row is not None else {})),
+                        os.path.join(run_dir, LAST))
+        return stopping
+
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, plan.max_epoch):
+            generator.manual_seed(plan.seed + epoch)  # the same epoch draws the same order, resumed or not
+            set_seed(plan.seed + epoch)  # and the same augmentations, mixes and dropout masks
+            trainer.begin_epoch(epoch)  # fine-tuning: freeze or unfreeze the backbone, switch the schedule
+            loader = train_loader
+            if mid is not None:  # the rest of the epoch, with the random states of the moment it stopped
+                rest = SkipFirst(sampler, mid['batch'] * plan.batch_size,
+                                 functools.partial(set_random_states, mid['random']))
+                loader = loaders.train_loader(train_set, plan, rest, generator)
+            train = train_one_epoch(net, loader, criterion, optimizer, schedule, device, epoch, plan, vis, badlog,
+                                    precision, trainer, mid, functools.partial(at_step, epoch))
+            mid = None
+            if train is None:
+                interrupted(writer, vis, ddp, run_dir, stop, epoch, trainer.step_count)
+            distributed.sync_buffers(model, ddp)
+            train = distributed.reduce_metrics(ddp, train)
+            val = distributed.reduce_metrics(ddp, evaluate(model, val_loader, criterion, device, badlog, cfg=plan))
+            ema_val = trainer.evaluate_ema(evaluate, val_loader, criterion, device, badlog)
+            ema_val = ema_val and distributed.reduce_metrics(ddp, ema_val)
+            schedule.step_epoch(val['loss'])
+            improved = val['acc'] > best_acc
+            best_acc = max(best_acc, val['acc'])
+            ema_improved = trainer.update_best_ema(ema_val)
+            best_epoch = epoch if improved or ema_improved else best_epoch
+            stop_early = early_stop(plan, epoch, best_epoch, best_acc)
+            row = {'epoch': epoch + 1, 'train_loss': train['loss'], 'train_acc': train['acc'],
+                   'val_loss': val['loss'], 'val_acc': val['acc'], 'lr': optimizer.param_groups[0]['lr'],
+                   'seconds': round(train['seconds'], 2),
+                   'images_per_s': round(train['images'] / max(train['seconds'], 1e-9), 1)}
+            if len(val['targets']):
+                cal = calibration(val['probs'], val['targets'])
+                row.update(val_nll=round(cal['nll'], 6), val_ece=round(cal['ece'], 6))
+            if ema_val is not None:
+                row.update(val_loss_ema=ema_val['loss'], val_acc_ema=ema_val['acc'])
+            if stop_early:
+                row['stopped'] = stop_early
+            last_row = row
+            if ddp.is_main:
+                writer.wait()  # the previous epoch's files are on disk (a failed write stops the run here)
+                writer.submit(write_epoch, run_dir, state_now(epoch, metrics=row), improved, ema_improved)
+                vis.epoch(row, val, val_set, badlog.seen)
+                print(f'epoch {epoch + 1}/{plan.max_epoch}: train loss {train["loss"]:.4f} acc '
+                      f'{train["acc"]:.4f} | val loss {val["loss"]:.4f} acc {val["acc"]:.4f}'
+                      f'{" (best)" if improved else ""} | '
+                      + (f'EMA acc {ema_val["acc"]:.4f}{" (best)" if ema_improved else ""} | ' if ema_val else '')
+                      + f'{row["images_per_s"]:.0f} img/s, {train["seconds"]:.1f}s')
+                try:
+                    if on_epoch is not None:
+                        on_epoch(epoch, row, plan)
+                except BaseException:
+                    writer.close()  # the epochs done reach the disk before the run stops
+                    raise
+            if stop_early:
+                if ddp.is_main:
+                    print(f'stopped early after epoch {epoch + 1} of {plan.max_epoch}: {stop_early}')
+                    vis.stopped(epoch + 1, stop_early)
+                break
+            if epoch + 1 < plan.max_epoch and distributed.any_rank(ddp, stop.requested):  # last.pth is whole
+                interrupted(writer, vis, ddp, run_dir, stop, epoch + 1, trainer.step_count)
     writer.close()
     vis.close()
     if ddp.is_main and plan.calibrate == 'temperature':

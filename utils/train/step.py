@@ -171,6 +171,14 @@ class Running:
         self.sums = torch.stack((self.sums[0] + loss * n, self.sums[1] + (output.argmax(1) == labels).sum(), loss))
         self.seen += n
 
+    def state(self):
+        """The sums and the image count, as plain values (a mid-epoch checkpoint's)."""
+        return {'sums': self.sums.tolist(), 'seen': self.seen}
+
+    def restore(self, state):
+        self.sums = torch.tensor(state['sums'], dtype=torch.float64, device=self.sums.device)
+        self.seen = state['seen']
+
     def read(self):
         """(mean loss, accuracy, last step's loss) of the images so far."""
         total, correct, last = self.sums.tolist()
