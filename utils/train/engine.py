@@ -98,8 +98,8 @@ def interrupted(writer, vis, ddp, run_dir, stop, epoch, steps):
     vis.close()
     distributed.teardown(ddp)
     last = os.path.join(run_dir, LAST)
-    raise config.Interrupted(f'{stop.name()}: stopped in epoch {epoch + 1} after optimizer step {steps}; {last} holds the '
-                      f'run. Continue it with: python main.py train --resume={last}', stop.status())
+    raise config.Interrupted(f'{stop.name()}: stopped in epoch {epoch + 1} after optimizer step {steps}; {last} '
+                             f'holds the run. Continue it with: python main.py train --resume={last}', stop.status())
 
 
 def early_stop(plan, epoch, best_epoch, best_acc):
